@@ -1,0 +1,131 @@
+"""The backend interface: build an artifact from ONNX, load it, infer, and time it."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+PRECISIONS = ("fp32", "fp16", "int8", "int8-fp16")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What shapes and builder settings an artifact is built for; part of the engine cache key."""
+
+    precision: str = "fp32"
+    batch_min: int = 1
+    batch_opt: int = 1
+    batch_max: int = 32
+    workspace_mb: int = 4096
+    opt_level: int = 3
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Timing:
+    """Per-query latencies of a timed loop and what they include.
+
+    `latency_ms` is the figure a user waits for (named by `includes`); `components` holds the parts a backend
+    can separate, such as gpu_compute_ms, h2d_ms, d2h_ms, enqueue_ms.
+    """
+
+    latency_ms: np.ndarray
+    wall_s: float
+    batch: int
+    includes: str
+    components: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def queries(self) -> int:
+        return len(self.latency_ms)
+
+
+class Runner(ABC):
+    """A loaded artifact ready to infer on numpy batches."""
+
+    @abstractmethod
+    def infer(self, x: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def time(self, x: np.ndarray, warmup_s: float, iterations: int, duration_s: float, **opts) -> Timing: ...
+
+    def close(self) -> None:
+        """Release device memory and handles early; garbage collection does it otherwise."""
+
+
+class Backend(ABC):
+    name: str = ""
+    suffix: str = ""
+    precisions: tuple[str, ...] = PRECISIONS
+
+    @abstractmethod
+    def versions(self) -> dict[str, str]:
+        """Library versions that change what an artifact contains (part of the cache key)."""
+
+    def device(self) -> dict[str, str]:
+        """The hardware an artifact is tied to (part of the cache key)."""
+        return {}
+
+    @abstractmethod
+    def build(self, onnx_path: Path, artifact: Path, options: BuildOptions) -> None:
+        """Write the artifact; raise HarnessError with the reason when the ONNX cannot be built."""
+
+    @abstractmethod
+    def load(self, artifact: Path, options: BuildOptions) -> Runner: ...
+
+
+_BACKENDS = {
+    "cpu": "harness.backends.cpu:CpuBackend",
+    "tensorrt": "harness.backends.tensorrt:TensorRTBackend",
+    "torch": "harness.backends.torch_backend:TorchBackend",
+}
+
+
+def backend_names() -> list[str]:
+    return list(_BACKENDS)
+
+
+def get_backend(name: str, **kwargs) -> Backend:
+    """Import the backend's module only when asked, so optional dependencies stay optional."""
+    if name not in _BACKENDS:
+        raise HarnessError(f"unknown backend {name!r}: choose one of {', '.join(_BACKENDS)}")
+    module, _, cls = _BACKENDS[name].partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("harness"):
+            raise HarnessError(f"backend {name!r} is not available in this version of harness") from exc
+        raise
+    return getattr(mod, cls)(**kwargs)
+
+
+def timed_loop(step, warmup_s: float, iterations: int, duration_s: float) -> tuple[np.ndarray, float]:
+    """Run `step` for a warm-up time, then until both `iterations` and `duration_s` are reached.
+
+    Returns per-call latencies (ms, perf_counter) and the wall time of the timed part. The loop does nothing
+    but call and read the clock, so its overhead stays well inside run-to-run noise.
+    """
+    clock = time.perf_counter
+    end = clock() + warmup_s
+    step()
+    while clock() < end:
+        step()
+    stamps = [clock()]
+    deadline = stamps[0] + duration_s
+    n = 0
+    while n < iterations or stamps[-1] < deadline:
+        step()
+        stamps.append(clock())
+        n += 1
+    t = np.asarray(stamps)
+    return np.diff(t) * 1e3, float(t[-1] - t[0])

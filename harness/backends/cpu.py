@@ -1,0 +1,63 @@
+"""CPU reference backend: ONNX Runtime's CPU execution provider runs the same ONNX TensorRT would."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from harness.backends.base import Backend, BuildOptions, Runner, Timing, timed_loop
+from harness.errors import HarnessError
+
+
+class CpuRunner(Runner):
+    def __init__(self, artifact: Path, threads: int = 0):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(artifact), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own exception types
+            raise HarnessError(f"ONNX Runtime cannot load {artifact}: {str(exc).splitlines()[0]}") from exc
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        out = self.session.run(self.output_names[:1], {self.input_name: x.astype(self.input_dtype, copy=False)})
+        return out[0].astype(np.float32, copy=False)
+
+    def time(self, x: np.ndarray, warmup_s: float, iterations: int, duration_s: float, **opts) -> Timing:
+        run, names, feed = self.session.run, self.output_names[:1], {self.input_name: x.astype(self.input_dtype)}
+        lat, wall = timed_loop(lambda: run(names, feed), warmup_s, iterations, duration_s)
+        return Timing(lat, wall, len(x), includes="host latency of session.run (input in host memory)")
+
+
+class CpuBackend(Backend):
+    """The artifact is the verified ONNX itself; building checks that ONNX Runtime accepts it."""
+
+    name, suffix = "cpu", ".onnx"
+
+    def __init__(self, threads: int = 0):
+        self.threads = threads
+
+    def versions(self) -> dict[str, str]:
+        import onnxruntime as ort
+
+        return {"onnxruntime": ort.__version__}
+
+    def device(self) -> dict[str, str]:
+        import platform
+
+        return {"cpu": platform.processor() or platform.machine()}
+
+    def build(self, onnx_path: Path, artifact: Path, options: BuildOptions) -> None:
+        shutil.copyfile(onnx_path, artifact)
+        CpuRunner(artifact, self.threads)
+
+    def load(self, artifact: Path, options: BuildOptions) -> Runner:
+        return CpuRunner(artifact, self.threads)

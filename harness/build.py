@@ -1,0 +1,208 @@
+"""Model -> verified ONNX -> backend artifact, each step content-hashed and cached under engines/."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from harness import __version__
+from harness.backends.base import BuildOptions, Runner, get_backend
+from harness.errors import HarnessError
+from harness.models.registry import ModelSpec
+
+ENGINES_DIR = Path("engines")
+
+
+@dataclass
+class EngineMeta:
+    """The JSON sidecar of an artifact: enough to rebuild, verify and evaluate it later."""
+
+    key: str
+    backend: str
+    precision: str
+    model: dict
+    input_name: str
+    input_shape: list[int]
+    batch: list[int]
+    onnx_path: str
+    onnx_sha256: str
+    artifact: str
+    artifact_sha256: str
+    artifact_bytes: int
+    versions: dict
+    device: dict
+    options: dict
+    build_s: float
+    created_utc: str
+    quant: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec.from_dict(self.model)
+
+    @property
+    def build_options(self) -> BuildOptions:
+        return BuildOptions(**self.options)
+
+    def save(self, path: Path) -> None:
+        _atomic_write(path, json.dumps(asdict(self), indent=2, sort_keys=True).encode())
+
+    @classmethod
+    def load(cls, path: Path) -> EngineMeta:
+        try:
+            return cls(**json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise HarnessError(f"{path}: not a harness engine sidecar ({exc}); rebuild with build-engine") from exc
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_json(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def library_versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch
+
+    return {"harness": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__}
+
+
+def onnx_for(spec: ModelSpec, precision: str, engines_dir: Path, quant: dict | None = None, log=None) -> Path:
+    """The verified ONNX for a model and precision, exported once per content key."""
+    from harness.export.variants import export_variant
+
+    weights_sha = sha256_file(Path(spec.weights)) if spec.weights else None
+    key = sha256_json({"model": spec.to_dict(), "weights": weights_sha, "precision": precision,
+                       "quant": quant, "versions": library_versions()})[:16]
+    out = engines_dir / "onnx" / f"{spec.name.replace(':', '_').replace('/', '_')}-{precision}-{key}.onnx"
+    if out.is_file():
+        return out
+    if log:
+        log(f"exporting {spec.name} ({precision}) to ONNX")
+    return export_variant(spec, precision, out, quant)
+
+
+def artifact_key(onnx_sha: str, backend, options: BuildOptions, input_shape) -> str:
+    return sha256_json({"onnx": onnx_sha, "backend": backend.name, "options": options.to_dict(),
+                        "input_shape": list(input_shape), "versions": backend.versions(),
+                        "device": backend.device()})[:24]
+
+
+def _cached(meta_path: Path, artifact: Path) -> EngineMeta | None:
+    """A cache hit only if the sidecar parses and the artifact's size and hash match it."""
+    if not (meta_path.is_file() and artifact.is_file()):
+        return None
+    try:
+        meta = EngineMeta.load(meta_path)
+    except HarnessError:
+        return None
+    if artifact.stat().st_size != meta.artifact_bytes or sha256_file(artifact) != meta.artifact_sha256:
+        return None
+    return meta
+
+
+def build_engine(
+    spec: ModelSpec,
+    backend_name: str,
+    options: BuildOptions,
+    engines_dir: Path = ENGINES_DIR,
+    quant: dict | None = None,
+    onnx_path: Path | None = None,
+    log=None,
+) -> tuple[EngineMeta, bool]:
+    """Return (metadata, cache_hit); a truncated or mismatched artifact is rebuilt, never loaded."""
+    backend = get_backend(backend_name)
+    if options.precision not in backend.precisions:
+        raise HarnessError(
+            f"--precision {options.precision} is not supported by backend {backend_name}: "
+            f"use one of {', '.join(backend.precisions)}"
+        )
+    if not 1 <= options.batch_min <= options.batch_opt <= options.batch_max:
+        raise HarnessError(f"batch profile {options.batch_min}/{options.batch_opt}/{options.batch_max} "
+                           "must satisfy 1 <= min <= opt <= max")
+    onnx_path = onnx_path or onnx_for(spec, options.precision, engines_dir, quant, log)
+    onnx_sha = sha256_file(onnx_path)
+    key = artifact_key(onnx_sha, backend, options, spec.input_shape)
+    stem = f"{spec.name.replace(':', '_').replace('/', '_')}-{options.precision}-{backend_name}-{key}"
+    artifact = engines_dir / f"{stem}{backend.suffix}"
+    meta_path = engines_dir / f"{stem}.json"
+    meta = _cached(meta_path, artifact)
+    if meta is not None:
+        return meta, True
+    if log:
+        log(f"building {backend_name} artifact {artifact.name}")
+    engines_dir.mkdir(parents=True, exist_ok=True)
+    tmp = artifact.with_name(artifact.name + f".{os.getpid()}.tmp")
+    start = time.perf_counter()
+    try:
+        backend.build(Path(onnx_path), tmp, options)
+        os.replace(tmp, artifact)
+    finally:
+        tmp.unlink(missing_ok=True)
+    meta = EngineMeta(
+        key=key, backend=backend_name, precision=options.precision, model=spec.to_dict(),
+        input_name="input", input_shape=list(spec.input_shape),
+        batch=[options.batch_min, options.batch_opt, options.batch_max],
+        onnx_path=str(onnx_path), onnx_sha256=onnx_sha, artifact=str(artifact),
+        artifact_sha256=sha256_file(artifact), artifact_bytes=artifact.stat().st_size,
+        versions={**library_versions(), **backend.versions()}, device=backend.device(),
+        options=options.to_dict(), build_s=round(time.perf_counter() - start, 3),
+        created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"), quant=quant,
+    )
+    meta.save(meta_path)
+    return meta, False
+
+
+def sidecar_of(path: Path) -> Path:
+    path = Path(path)
+    return path if path.suffix == ".json" else path.with_suffix(".json")
+
+
+def load_engine(path: Path) -> tuple[EngineMeta, Runner]:
+    """Open an artifact (or its sidecar), verifying its hash so a corrupt file fails with a clear line."""
+    path = Path(path)
+    meta_path = sidecar_of(path)
+    if not path.exists():
+        raise HarnessError(f"engine {path}: no such file; build one with harness build-engine")
+    if not meta_path.is_file():
+        raise HarnessError(f"engine {path}: its sidecar {meta_path.name} is missing; rebuild with build-engine")
+    meta = EngineMeta.load(meta_path)
+    artifact = Path(meta.artifact) if path.suffix == ".json" else path
+    if not artifact.is_file() or _cached(meta_path, artifact) is None:
+        raise HarnessError(f"engine {artifact}: missing, truncated or modified since it was built; "
+                           "rebuild with harness build-engine")
+    return meta, get_backend(meta.backend).load(artifact, meta.build_options)
+
+
+def check_input_shape(meta: EngineMeta, shape: tuple[int, ...], option: str = "--shape") -> None:
+    """Reject a shape the artifact was not built for before it reaches the runtime's own error."""
+    want = tuple(meta.input_shape)
+    bmin, _, bmax = meta.batch
+    if len(shape) != 4 or tuple(shape[1:]) != want:
+        raise HarnessError(f"{option} {'x'.join(map(str, shape))} does not fit {meta.spec.name}: "
+                           f"expected Nx{'x'.join(map(str, want))}")
+    if not bmin <= shape[0] <= bmax:
+        raise HarnessError(f"{option}: batch {shape[0]} is outside the engine's profile {bmin}..{bmax}; "
+                           "rebuild with --max-batch")

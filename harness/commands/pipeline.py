@@ -1,0 +1,126 @@
+"""train, export, build-engine, bench, eval: the single-model pipeline from PyTorch to measured artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from harness.build import build_engine, check_input_shape, load_engine
+from harness.commands.common import (
+    build_options,
+    make_build_options,
+    model_options,
+    print_table,
+    write_json,
+)
+from harness.data.datasets import SyntheticDataset, dataset_names, resolve_dataset
+from harness.errors import HarnessError
+from harness.measure.evaluate import evaluate
+from harness.measure.latency import CV_WARN, latency_stats
+from harness.models.registry import BUNDLED_WEIGHTS, parse_shape, resolve_model
+
+
+@click.command()
+@click.option("--epochs", type=click.IntRange(1), default=30, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=BUNDLED_WEIGHTS, show_default=True)
+def train(epochs, out):
+    """Retrain the bundled digits-resnet weights (seeded, CPU, about a minute)."""
+    from harness.models.train_digits import train_digits
+
+    train_digits(out, epochs=epochs, log=click.echo)
+
+
+@click.command()
+@model_options
+@click.option("--precision", type=click.Choice(["fp32"]), default="fp32", show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Where to write the ONNX.")
+def export(model_name, weights, input_shape, precision, output):
+    """Export a model to ONNX (pinned opset, dynamic batch), verified against PyTorch before it is kept."""
+    from harness.export.variants import export_variant
+
+    spec = resolve_model(model_name, weights, input_shape)
+    path = export_variant(spec, precision, output)
+    click.echo(f"wrote {path} (onnx.checker passed; ONNX Runtime matches PyTorch)")
+
+
+@click.command("build-engine")
+@model_options
+@build_options
+def build_engine_cmd(model_name, weights, input_shape, precision, backend, min_batch, opt_batch, max_batch,
+                     workspace_mb, opt_level, engines_dir):
+    """Build (or reuse from the cache) a backend artifact with a JSON sidecar under engines/."""
+    spec = resolve_model(model_name, weights, input_shape)
+    options = make_build_options(precision, min_batch, opt_batch, max_batch, workspace_mb, opt_level)
+    meta, hit = build_engine(spec, backend, options, engines_dir, log=lambda m: click.echo(m, err=True))
+    click.echo(f"{'cache hit' if hit else f'built in {meta.build_s:.2f} s'}: {meta.artifact}")
+
+
+def _runner_opts(backend: str, cuda_graph: bool, no_data_transfers: bool, spin_wait: bool) -> dict:
+    opts = {"cuda_graph": cuda_graph, "no_data_transfers": no_data_transfers, "spin_wait": spin_wait}
+    if backend != "tensorrt" and any(opts.values()):
+        raise HarnessError("--cuda-graph, --no-data-transfers and --spin-wait apply to tensorrt engines only")
+    return opts
+
+
+@click.command()
+@click.argument("engine", type=click.Path(path_type=Path))
+@click.option("--batch", type=click.IntRange(1), default=None, help="Batch size (default: the engine's opt).")
+@click.option("--shape", default=None, metavar="NxCxHxW", help="Full input shape instead of --batch.")
+@click.option("--warmup", type=click.FloatRange(0), default=0.2, show_default=True, help="Warm-up seconds.")
+@click.option("--iterations", type=click.IntRange(1), default=100, show_default=True,
+              help="Minimum timed iterations.")
+@click.option("--duration", type=click.FloatRange(0), default=3.0, show_default=True,
+              help="Minimum timed seconds.")
+@click.option("--cv-warn", type=click.FloatRange(0), default=CV_WARN, show_default=True,
+              help="Warn when the latency coefficient of variation exceeds this.")
+@click.option("--cuda-graph", is_flag=True, help="TensorRT: capture the enqueue in a CUDA graph.")
+@click.option("--no-data-transfers", is_flag=True, help="TensorRT: time without H2D/D2H copies.")
+@click.option("--spin-wait", is_flag=True, help="TensorRT: spin on events instead of blocking.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
+              help="Where to write the results (default: reports/bench/<engine>.json).")
+def bench(engine, batch, shape, warmup, iterations, duration, cv_warn, cuda_graph, no_data_transfers,
+          spin_wait, json_out):
+    """Time an engine: warm-up, then at least --iterations and --duration; percentiles, throughput, CV."""
+    meta, runner = load_engine(engine)
+    opts = _runner_opts(meta.backend, cuda_graph, no_data_transfers, spin_wait)
+    dims = parse_shape(shape, "--shape") if shape else (batch or meta.batch[1], *meta.input_shape)
+    check_input_shape(meta, dims, "--shape" if shape else "--batch")
+    x = np.resize(SyntheticDataset(meta.spec).take("val", 1)[0], dims).astype(np.float32)
+    stats = latency_stats(runner.time(x, warmup, iterations, duration, **opts))
+    rows = [(k, v) for k, v in stats.to_dict().items() if k not in ("components", "includes")]
+    for part, s in stats.components.items():
+        rows += [(f"{part} p50_ms", s["p50_ms"]), (f"{part} p99_ms", s["p99_ms"])]
+    print_table(rows, f"{Path(meta.artifact).name} ({meta.backend}, {meta.precision}): {stats.includes}")
+    for warning in stats.warnings(cv_warn):
+        click.echo(f"warning: {warning}", err=True)
+    out = json_out or Path("reports") / "bench" / f"{Path(meta.artifact).stem}.json"
+    write_json(out, {"engine": meta.artifact, "backend": meta.backend, "precision": meta.precision,
+                     "shape": list(dims), **stats.to_dict()})
+    click.echo(f"wrote {out}")
+
+
+@click.command("eval")
+@click.argument("engine", type=click.Path(path_type=Path))
+@click.option("--dataset", default="digits", show_default=True, help=", ".join(dataset_names()))
+@click.option("--split", type=click.Choice(["val", "calib", "train"]), default="val", show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=None, help="Batch size (default: the engine's max).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Evaluate at most this many samples.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
+              help="Where to write the results (default: reports/eval/<engine>.json).")
+def eval_cmd(engine, dataset, split, batch, limit, json_out):
+    """Top-1/top-5 on a dataset, and agreement with the FP32 PyTorch reference (top-1, max error, SQNR)."""
+    meta, runner = load_engine(engine)
+    data = resolve_dataset(dataset, meta.spec)
+    size = batch or meta.batch[2]
+    check_input_shape(meta, (size, *meta.input_shape), "--batch")
+    result = evaluate(runner, data, split, (meta.batch[0], size), limit)
+    rows = [("samples", result.samples), ("top1 %", result.top1), ("top5 %", result.top5),
+            ("top1 agreement with fp32 torch %", result.top1_agreement),
+            ("max abs error vs fp32 torch", result.max_abs_error), ("SQNR vs fp32 torch dB", result.sqnr_db)]
+    print_table(rows, f"{Path(meta.artifact).name} on {dataset}/{split}"
+                + ("" if data.has_labels else " (no labels: accuracy not applicable)"))
+    out = json_out or Path("reports") / "eval" / f"{Path(meta.artifact).stem}.json"
+    write_json(out, {"engine": meta.artifact, "dataset": dataset, "split": split, **result.to_dict()})
+    click.echo(f"wrote {out}")

@@ -1,0 +1,24 @@
+"""User-facing errors: one line that names the problem and the fix, exit code 2."""
+
+import click
+
+
+class HarnessError(click.ClickException):
+    """An error the user can fix; the CLI prints its message alone, no traceback."""
+
+    exit_code = 2
+
+
+class MissingDependency(HarnessError):
+    def __init__(self, module: str, extra: str = "gpu"):
+        super().__init__(f"{module} is not installed: install it with pip install -e '.[{extra}]'")
+
+
+def require(module: str, extra: str = "gpu"):
+    """Import an optional dependency lazily, turning ImportError into a one-line fix."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependency(module, extra) from exc

@@ -1,0 +1,82 @@
+"""Export to ONNX and refuse to keep a file whose outputs disagree with PyTorch."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from harness.errors import HarnessError
+
+OPSET = 17  # TensorRT 10/11 parse 9..24; >= 13 for per-channel Q/DQ
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+def export_onnx(
+    model: torch.nn.Module,
+    sample: np.ndarray,
+    out: Path,
+    opset: int = OPSET,
+    rtol: float = 1e-3,
+    atol: float = 1e-4,
+) -> Path:
+    """Trace `model` on `sample` (N>=2 so the batch axis is really dynamic) and check ORT against torch.
+
+    The file is written only after `onnx.checker` passes and ONNX Runtime reproduces PyTorch's outputs on the
+    sample within tolerance, so a cached ONNX is always one that was verified.
+    """
+    model = model.eval().cpu()
+    x = torch.from_numpy(np.ascontiguousarray(sample, dtype=np.float32))
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (x,),
+            buf,
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            do_constant_folding=True,
+        )
+        expected = model(x).float().numpy()
+    proto = onnx.load_from_string(buf.getvalue())
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise HarnessError(f"exported ONNX fails onnx.checker: {str(exc).splitlines()[0]}") from exc
+    got = run_onnx(buf.getvalue(), sample)
+    compare_outputs(expected, got, rtol, atol, what="ONNX Runtime vs PyTorch")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, out)
+    return out
+
+
+def run_onnx(model: bytes | str | Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    src = str(model) if isinstance(model, Path) else model
+    sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def compare_outputs(expected: np.ndarray, got: np.ndarray, rtol: float, atol: float, what: str) -> None:
+    """Tolerance is relative to the output's range so logits of any scale compare fairly."""
+    if expected.shape != got.shape:
+        raise HarnessError(f"{what}: output shape {got.shape} differs from {expected.shape}")
+    scale = float(np.abs(expected).max()) or 1.0
+    err = float(np.abs(expected - got.astype(np.float32)).max())
+    if err > atol + rtol * scale:
+        raise HarnessError(
+            f"{what}: max abs error {err:.3g} exceeds {atol + rtol * scale:.3g}; the file was not kept"
+        )

@@ -1,0 +1,1 @@
+"""Latency statistics and accuracy metrics, shared by bench, eval and sweep."""

@@ -1,0 +1,48 @@
+"""Accuracy against labels and agreement with the FP32 PyTorch reference."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass
+class AccuracyResult:
+    samples: int
+    top1: float | None  # %, None where the dataset has no labels
+    top5: float | None
+    top1_agreement: float | None  # % of samples whose argmax equals the reference's
+    max_abs_error: float | None
+    sqnr_db: float | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    k = min(k, logits.shape[1])
+    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    return 100.0 * float((top == labels[:, None]).any(axis=1).mean())
+
+
+def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio: 10 log10(|ref|^2 / |ref - test|^2); inf when identical."""
+    ref = reference.astype(np.float64)
+    noise = float(((ref - test.astype(np.float64)) ** 2).sum())
+    signal = float((ref**2).sum())
+    if noise == 0.0:
+        return float("inf")
+    return 10.0 * float(np.log10(signal / noise)) if signal > 0 else float("-inf")
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray | None, reference: np.ndarray | None) -> AccuracyResult:
+    logits = logits.astype(np.float32)
+    top1 = topk_accuracy(logits, labels, 1) if labels is not None else None
+    top5 = topk_accuracy(logits, labels, 5) if labels is not None else None
+    agree = err = sq = None
+    if reference is not None:
+        agree = 100.0 * float((logits.argmax(1) == reference.argmax(1)).mean())
+        err = float(np.abs(logits - reference).max())
+        sq = sqnr_db(reference, logits)
+    return AccuracyResult(len(logits), top1, top5, agree, err, sq)
