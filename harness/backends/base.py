@@ -59,9 +59,6 @@ class Runner(ABC):
     @abstractmethod
     def time(self, x: np.ndarray, warmup_s: float, iterations: int, duration_s: float, **opts) -> Timing: ...
 
-    def close(self) -> None:
-        """Release device memory and handles early; garbage collection does it otherwise."""
-
 
 class Backend(ABC):
     name: str = ""

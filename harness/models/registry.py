@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -93,11 +94,25 @@ def _load_state(model: torch.nn.Module, path: str | Path) -> None:
         raise HarnessError(f"--weights {path}: not a loadable state_dict ({type(exc).__name__})") from exc
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-        raise HarnessError(f"--weights {path}: does not fit the model ({first})") from exc
+    if not isinstance(state, dict):
+        raise HarnessError(f"--weights {path}: holds a {type(state).__name__}, not a state_dict")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    misshapen = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or misshapen:
+        problems = [f"{len(v)} {what} (first: {v[0]})" for what, v in
+                    (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", misshapen)) if v]
+        raise HarnessError(f"--weights {path}: does not fit the model: {'; '.join(problems)}")
+    model.load_state_dict(state)
+
+
+@contextmanager
+def _seeded(seed: int = 0):
+    """Random initial weights are seeded so the exported model and the eval reference are the same model."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield
 
 
 def load_model(spec: ModelSpec) -> torch.nn.Module:
@@ -113,11 +128,13 @@ def load_model(spec: ModelSpec) -> torch.nn.Module:
     elif spec.name in TORCHVISION:
         import torchvision
 
-        model = getattr(torchvision.models, spec.name.replace("-", "_"))(weights=None)
+        with _seeded():
+            model = getattr(torchvision.models, spec.name.replace("-", "_"))(weights=None)
         if spec.weights:
             _load_state(model, spec.weights)
     else:
-        model = _factory(spec.name)()
+        with _seeded():
+            model = _factory(spec.name)()
         if not isinstance(model, torch.nn.Module):
             raise HarnessError(f"model {spec.name!r}: the factory returned {type(model).__name__}, not a Module")
         if spec.weights:

@@ -1,0 +1,1 @@
+"""Selective, residual-aware Q/DQ insertion and calibration with pytorch-quantization."""

@@ -1,0 +1,36 @@
+"""Sessions run in the environment nox is started from (the project venv), so no second 5 GB torch install.
+
+    nox              # = nox -s tests: the CPU suite
+    nox -s lint      # ruff
+    nox -s gpu       # tests marked gpu: needs a CUDA GPU and `pip install -e '.[gpu]'`
+    nox -s bench     # every benchmarks/bench_*.py, printing its figures
+"""
+
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.default_venv_backend = "none"
+
+
+@nox.session
+def tests(session):
+    session.run("python", "-m", "pytest", "-m", "not gpu", "-q", *session.posargs)
+
+
+@nox.session
+def lint(session):
+    session.run("ruff", "check", "harness", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def gpu(session):
+    session.run("python", "-m", "pytest", "-m", "gpu", "-rs", "-q", *session.posargs)
+
+
+@nox.session
+def bench(session):
+    for script in sorted(Path("benchmarks").glob("bench_*.py")):
+        session.log(f"== {script}")
+        session.run("python", str(script), *session.posargs)
