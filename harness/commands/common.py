@@ -10,7 +10,8 @@ import click
 
 from harness.backends.base import PRECISIONS, BuildOptions, backend_names
 from harness.build import ENGINES_DIR
-from harness.models.registry import model_names, resolve_model
+from harness.models.registry import model_names
+
 
 def model_options(f):
     f = click.option("--input-shape", default=None, metavar="CxHxW",
