@@ -6,31 +6,33 @@
     nox -s bench     # every benchmarks/bench_*.py, printing its figures
 """
 
+import sys
 from pathlib import Path
 
 import nox
 
 nox.options.sessions = ["tests"]
 nox.options.default_venv_backend = "none"
+PY = sys.executable  # the interpreter nox runs under: the project venv, not whatever `python` is on PATH
 
 
 @nox.session
 def tests(session):
-    session.run("python", "-m", "pytest", "-m", "not gpu", "-q", *session.posargs)
+    session.run(PY, "-m", "pytest", "-m", "not gpu", "-q", *session.posargs)
 
 
 @nox.session
 def lint(session):
-    session.run("ruff", "check", "harness", "tests", "benchmarks", "noxfile.py")
+    session.run(PY, "-m", "ruff", "check", "harness", "tests", "benchmarks", "noxfile.py")
 
 
 @nox.session
 def gpu(session):
-    session.run("python", "-m", "pytest", "-m", "gpu", "-rs", "-q", *session.posargs)
+    session.run(PY, "-m", "pytest", "-m", "gpu", "-rs", "-q", *session.posargs)
 
 
 @nox.session
 def bench(session):
     for script in sorted(Path("benchmarks").glob("bench_*.py")):
         session.log(f"== {script}")
-        session.run("python", str(script), *session.posargs)
+        session.run(PY, str(script), *session.posargs)
