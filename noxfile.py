@@ -18,7 +18,7 @@ PY = sys.executable  # the interpreter nox runs under: the project venv, not wha
 
 @nox.session
 def tests(session):
-    session.run(PY, "-m", "pytest", "-m", "not gpu", "-q", *session.posargs)
+    session.run(PY, "-m", "pytest", "-q", "-rs", *session.posargs)  # gpu tests report their skip reason
 
 
 @nox.session

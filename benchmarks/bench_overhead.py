@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from harness.backends.base import BuildOptions
 from harness.backends.cpu import CpuRunner
-from harness.build import build_engine
+from harness.build import build_artifact
 from harness.data.datasets import SyntheticDataset
 from harness.models.registry import resolve_model
 
@@ -36,7 +36,7 @@ def bare_loop(session, feed, names, iterations: int) -> float:
 
 def measure(model: str, batch: int, rounds: int, iterations: int, engines: Path) -> tuple[float, float, float]:
     spec = resolve_model(model)
-    meta, _ = build_engine(spec, "cpu", BuildOptions(batch_opt=batch, batch_max=max(batch, 32)), engines)
+    meta, _ = build_artifact(spec, "cpu", BuildOptions(batch_opt=batch, batch_max=max(batch, 32)), engines)
     x = np.resize(SyntheticDataset(spec).take("val", 1)[0], (batch, *spec.input_shape)).astype(np.float32)
     runner = CpuRunner(Path(meta.artifact))
     so = ort.SessionOptions()

@@ -89,14 +89,19 @@ def library_versions() -> dict[str, str]:
             "onnxruntime": onnxruntime.__version__}
 
 
+def onnx_cache_path(spec: ModelSpec, precision: str, engines_dir: Path, quant: dict | None = None) -> Path:
+    """Where the ONNX for this request is kept (whether or not it exists yet): the path is its content key."""
+    weights_sha = sha256_file(Path(spec.weights)) if spec.weights else None
+    key = sha256_json({"model": spec.to_dict(), "weights": weights_sha, "precision": precision,
+                       "quant": quant, "versions": library_versions()})[:16]
+    return engines_dir / "onnx" / f"{spec.name.replace(':', '_').replace('/', '_')}-{precision}-{key}.onnx"
+
+
 def onnx_for(spec: ModelSpec, precision: str, engines_dir: Path, quant: dict | None = None, log=None) -> Path:
     """The verified ONNX for a model and precision, exported once per content key."""
     from harness.export.variants import export_variant
 
-    weights_sha = sha256_file(Path(spec.weights)) if spec.weights else None
-    key = sha256_json({"model": spec.to_dict(), "weights": weights_sha, "precision": precision,
-                       "quant": quant, "versions": library_versions()})[:16]
-    out = engines_dir / "onnx" / f"{spec.name.replace(':', '_').replace('/', '_')}-{precision}-{key}.onnx"
+    out = onnx_cache_path(spec, precision, engines_dir, quant)
     if out.is_file():
         return out
     if log:
@@ -123,7 +128,23 @@ def _cached(meta_path: Path, artifact: Path) -> EngineMeta | None:
     return meta
 
 
-def build_engine(
+def engine_paths(spec: ModelSpec, backend, options: BuildOptions, onnx_sha: str,
+                 engines_dir: Path) -> tuple[str, Path, Path]:
+    """(key, artifact, sidecar) of the engine built from this ONNX with these options."""
+    key = artifact_key(onnx_sha, backend, options, spec.input_shape)
+    stem = f"{spec.name.replace(':', '_').replace('/', '_')}-{options.precision}-{backend.name}-{key}"
+    return key, engines_dir / f"{stem}{backend.suffix}", engines_dir / f"{stem}.json"
+
+
+def cached_engine(spec: ModelSpec, backend_name: str, options: BuildOptions, onnx_path: Path,
+                  engines_dir: Path) -> EngineMeta | None:
+    """The verified cache entry build_artifact would reuse, without building anything."""
+    backend = get_backend(backend_name)
+    _, artifact, meta_path = engine_paths(spec, backend, options, sha256_file(onnx_path), engines_dir)
+    return _cached(meta_path, artifact)
+
+
+def build_artifact(
     spec: ModelSpec,
     backend_name: str,
     options: BuildOptions,
@@ -142,12 +163,15 @@ def build_engine(
     if not 1 <= options.batch_min <= options.batch_opt <= options.batch_max:
         raise HarnessError(f"batch profile {options.batch_min}/{options.batch_opt}/{options.batch_max} "
                            "must satisfy 1 <= min <= opt <= max")
-    onnx_path = onnx_path or onnx_for(spec, options.precision, engines_dir, quant, log)
+    # Backends that run the PyTorch model, not the ONNX, key on the fp32 ONNX: its bytes hash graph and weights,
+    # and no other precision's export or calibration is made for them.
+    build_from_spec = getattr(backend, "build_from_spec", None)
+    if build_from_spec:
+        onnx_path = onnx_path or onnx_for(spec, "fp32", engines_dir, None, log)
+    else:
+        onnx_path = onnx_path or onnx_for(spec, options.precision, engines_dir, quant, log)
     onnx_sha = sha256_file(onnx_path)
-    key = artifact_key(onnx_sha, backend, options, spec.input_shape)
-    stem = f"{spec.name.replace(':', '_').replace('/', '_')}-{options.precision}-{backend_name}-{key}"
-    artifact = engines_dir / f"{stem}{backend.suffix}"
-    meta_path = engines_dir / f"{stem}.json"
+    key, artifact, meta_path = engine_paths(spec, backend, options, onnx_sha, engines_dir)
     meta = _cached(meta_path, artifact)
     if meta is not None:
         return meta, True
@@ -157,7 +181,10 @@ def build_engine(
     tmp = artifact.with_name(artifact.name + f".{os.getpid()}.tmp")
     start = time.perf_counter()
     try:
-        backend.build(Path(onnx_path), tmp, options)
+        if build_from_spec:
+            build_from_spec(spec, tmp, options)
+        else:
+            backend.build(Path(onnx_path), tmp, options)
         os.replace(tmp, artifact)
     finally:
         tmp.unlink(missing_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from harness import __version__
-from harness.commands import pipeline
+from harness.commands import engine_inspect, pipeline, quantize, report, sweep
 from harness.errors import HarnessError
 
 
@@ -37,7 +37,9 @@ def cli(ctx, debug):
     ctx.obj = {"debug": debug}
 
 
-for command in (pipeline.train, pipeline.export, pipeline.build_engine_cmd, pipeline.bench, pipeline.eval_cmd):
+for command in (pipeline.train, pipeline.export, pipeline.build_engine_cmd, pipeline.bench, pipeline.eval_cmd,
+                engine_inspect.inspect_engine, sweep.sweep, report.report, quantize.quantize, quantize.sensitivity,
+                quantize.qat, quantize.inspect_cmd):
     cli.add_command(command)
 
 

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from harness.backends.base import BuildOptions
-from harness.build import build_engine
+from harness.build import build_artifact
 from harness.cli import cli
 from harness.models.registry import resolve_model
 
@@ -19,7 +19,7 @@ def engines_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def digits_engine(engines_dir):
     """The fp32 digits-resnet cpu artifact, built once per test session."""
-    meta, _ = build_engine(resolve_model("digits-resnet"), "cpu", BuildOptions(batch_max=64), engines_dir)
+    meta, _ = build_artifact(resolve_model("digits-resnet"), "cpu", BuildOptions(batch_max=64), engines_dir)
     return meta
 
 
@@ -32,3 +32,82 @@ def run_cli(monkeypatch, tmp_path):
         return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
     return invoke
+
+
+# --- GPU: skip `gpu`-marked tests with the precise reason; fakes of tensorrt/pycuda for the CPU suite ---
+
+
+def _gpu_skip_reason(needs_tensorrt: bool) -> str | None:
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA GPU"
+    if needs_tensorrt and not all(importlib.util.find_spec(m) for m in ("tensorrt", "pycuda")):
+        return "tensorrt not installed: pip install -e '.[gpu]'"
+    return None
+
+
+def pytest_runtest_setup(item):
+    """`@pytest.mark.gpu` needs a CUDA GPU; `@pytest.mark.gpu(tensorrt=True)` needs tensorrt and pycuda too."""
+    marker = item.get_closest_marker("gpu")
+    if marker is not None:
+        reason = _gpu_skip_reason(marker.kwargs.get("tensorrt", False))
+        if reason:
+            pytest.skip(reason)
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """Install test doubles of tensorrt and pycuda into sys.modules: call with the TensorRT version to fake.
+
+    Returns (gpu, trt): the simulated device (call log, clock, memory, failure switches) and the fake module.
+    """
+    import sys
+
+    from fakes.fake_pycuda import FakeGpu, make_pycuda
+    from fakes.fake_tensorrt import make_tensorrt
+
+    def install(version="10.9.0", **kwargs):
+        gpu = FakeGpu(**{k: kwargs.pop(k) for k in ("name", "capability", "compute_ms", "copy_ms") if k in kwargs})
+        trt = make_tensorrt(version, gpu, **kwargs)
+        package, driver = make_pycuda(gpu)
+        monkeypatch.setitem(sys.modules, "tensorrt", trt)
+        monkeypatch.setitem(sys.modules, "pycuda", package)
+        monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
+        return gpu, trt
+
+    return install
+
+
+# --- sweeps: a tiny experiment (two fp32 cells and two cells of a model that cannot be built) ---
+
+TINY_EXPERIMENT = """
+name: tiny
+models: [digits-resnet, brokenmodel:build]
+precisions: [fp32]
+batch_sizes: [1, 2]
+timing: {{warmup_s: 0.01, iterations: 3, duration_s: {duration}, repeats: 3}}
+evaluation: {{limit: 64}}
+"""
+
+
+@pytest.fixture
+def tiny_experiment(tmp_path, monkeypatch):
+    """Write tiny.yaml into a temp cwd; returns a function taking the timed seconds per repeat.
+
+    `brokenmodel:build` raises when built, so its cells exercise the failed-row path on every machine.
+    """
+    broken = "def build():\n    raise RuntimeError('boom: this model cannot be built')\n"
+    (tmp_path / "brokenmodel.py").write_text(broken)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+
+    def write(duration: float = 0.05, name: str = "tiny.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(TINY_EXPERIMENT.format(duration=duration))
+        return path
+
+    return write

@@ -52,7 +52,7 @@ def test_debug_shows_the_traceback(run_cli, monkeypatch):
     def boom(*a, **k):
         raise ValueError("internal")
 
-    monkeypatch.setattr(pipeline, "build_engine", boom)
+    monkeypatch.setattr(pipeline, "build_artifact", boom)
     assert_one_line_error(run_cli("build-engine"), "ValueError: internal", "--debug")
     with pytest.raises(ValueError):
         run_cli("--debug", "build-engine")

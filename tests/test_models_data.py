@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from harness.backends.base import BuildOptions
-from harness.build import build_engine, load_engine
+from harness.build import build_artifact, load_engine
 from harness.data.datasets import resolve_dataset
 from harness.measure.evaluate import evaluate
 from harness.models.registry import load_model, resolve_model
@@ -51,7 +51,7 @@ def test_user_factory_and_weights_file(tmp_path, monkeypatch):
     torch.save(state, tmp_path / "w.pt")
     spec = resolve_model("mymodels:tiny", weights=str(tmp_path / "w.pt"), input_shape="3x16x16")
     assert torch.equal(load_model(spec)[0].weight, state["0.weight"])
-    meta, _ = build_engine(spec, "cpu", BuildOptions(batch_max=4), tmp_path / "engines")
+    meta, _ = build_artifact(spec, "cpu", BuildOptions(batch_max=4), tmp_path / "engines")
     _, runner = load_engine(meta.artifact)
     res = evaluate(runner, resolve_dataset("synthetic", spec), batch=(1, 4), limit=8)
     assert res.top1 is None and res.top1_agreement == 100.0
@@ -61,7 +61,7 @@ def test_resnet18_random_weights_are_reproducible_and_run_on_cpu(tmp_path):
     spec = resolve_model("resnet18", input_shape="3x64x64")
     a, b = load_model(spec), load_model(spec)
     assert torch.equal(a.conv1.weight, b.conv1.weight)
-    meta, _ = build_engine(spec, "cpu", BuildOptions(batch_max=4), tmp_path)
+    meta, _ = build_artifact(spec, "cpu", BuildOptions(batch_max=4), tmp_path)
     _, runner = load_engine(meta.artifact)
     res = evaluate(runner, resolve_dataset("digits", spec), batch=(1, 4), limit=8)
     assert res.top1_agreement == 100.0 and res.sqnr_db > 60

@@ -64,3 +64,64 @@ def write_json(path: Path, payload: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
     return path
+
+
+def quant_options(f):
+    """The quantization request, as `harness quantize` takes it; every option defaults to QuantConfig's."""
+    from harness.quantize.config import CALIBRATORS, MODES
+
+    f = click.option("--auto-skip", type=click.IntRange(0), default=None,
+                     help="Leave the N layers the sensitivity analysis ranks worst in float "
+                          "(default: 2 in hybrid mode without a skip list, else 0).")(f)
+    f = click.option("--override", "overrides", multiple=True, metavar="PATTERN=VALUE[,VALUE]",
+                     help="Per-layer calibrator and/or weight granularity, e.g. 'layer4.*=max,per-tensor'.")(f)
+    f = click.option("--skip-from", type=click.Path(path_type=Path), default=None,
+                     help="File of layer patterns to leave in float (as written by harness sensitivity).")(f)
+    f = click.option("--skip", multiple=True, metavar="PATTERN",
+                     help="Layer name pattern to leave in float (fnmatch; a block name covers its layers).")(f)
+    f = click.option("--calib-batch-size", type=click.IntRange(1), default=None, help="Default 32.")(f)
+    f = click.option("--calib-batches", type=click.IntRange(1), default=None,
+                     help="Calibration batches from the dataset's calib split (default 8).")(f)
+    f = click.option("--percentile", type=click.FloatRange(0, 100, min_open=True), default=None,
+                     help="For --calib percentile (default 99.99).")(f)
+    f = click.option("--calib", type=click.Choice(CALIBRATORS), default=None,
+                     help="Activation calibrator (default entropy).")(f)
+    f = click.option("--dataset", default=None, help="Calibration data: digits (default), imagefolder:PATH, "
+                     "synthetic.")(f)
+    f = click.option("--mode", type=click.Choice(MODES), default=None,
+                     help="naive: every supported layer; hybrid: naive minus sensitive layers; "
+                          "selective (default): residual-aware, shared scales, unfriendly layers in float.")(f)
+    return f
+
+
+def make_quant_config(**given):
+    """A QuantConfig from the options the user gave (the rest at their defaults)."""
+    from harness.quantize.config import QuantConfig, read_skip_file
+
+    skip = tuple(given.pop("skip", ()) or ())
+    skip_from = given.pop("skip_from", None)
+    if skip_from is not None:
+        skip += read_skip_file(skip_from)
+    kwargs = {k: v for k, v in given.items() if v not in (None, ())}
+    return QuantConfig(skip=skip, **{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in kwargs.items()})
+
+
+def quant_request(precision: str, quant_file: Path | None, **given) -> dict | None:
+    """The quant dict export/build-engine pass on: a checkpoint reference, a config, or None for float."""
+    from harness.build import sha256_file
+    from harness.errors import HarnessError
+
+    options = ["--override" if k == "overrides" else f"--{k.replace('_', '-')}"
+               for k, v in given.items() if v not in (None, ())]
+    if not precision.startswith("int8"):
+        if quant_file or options:
+            raise HarnessError(f"--precision {precision} is a float precision: --quant and "
+                               f"{', '.join(options) or '--mode/--calib'} apply to int8 and int8-fp16 only")
+        return None
+    if quant_file is not None:
+        if options:
+            raise HarnessError(f"--quant {quant_file} already holds the calibration: drop {', '.join(options)}")
+        if not Path(quant_file).is_file():
+            raise HarnessError(f"--quant {quant_file}: no such file; write one with harness quantize")
+        return {"checkpoint": str(Path(quant_file).resolve()), "sha256": sha256_file(Path(quant_file))}
+    return make_quant_config(**given).to_dict()

@@ -7,12 +7,15 @@ from pathlib import Path
 import click
 import numpy as np
 
-from harness.build import build_engine, check_input_shape, load_engine
+from harness.backends.base import PRECISIONS
+from harness.build import build_artifact, check_input_shape, load_engine
 from harness.commands.common import (
     build_options,
     make_build_options,
     model_options,
     print_table,
+    quant_options,
+    quant_request,
     write_json,
 )
 from harness.data.datasets import SyntheticDataset, dataset_names, resolve_dataset
@@ -32,28 +35,52 @@ def train(epochs, out):
     train_digits(out, epochs=epochs, log=click.echo)
 
 
+def _spec_for(model_name, weights, input_shape, quant: dict | None):
+    """The model to build: the one a --quant checkpoint was made for, unless --model names another."""
+    source = click.get_current_context().get_parameter_source("model_name")
+    if quant and "checkpoint" in quant and source in (None, click.core.ParameterSource.DEFAULT):
+        from harness.models.registry import ModelSpec
+        from harness.quantize.checkpoint import load
+
+        return ModelSpec.from_dict(load(Path(quant["checkpoint"]))["model"])
+    return resolve_model(model_name, weights, input_shape)
+
+
 @click.command()
 @model_options
-@click.option("--precision", type=click.Choice(["fp32"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
+@click.option("--quant", "quant_file", type=click.Path(path_type=Path), default=None,
+              help="Quantization checkpoint from harness quantize (int8, int8-fp16).")
+@quant_options
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Where to write the ONNX.")
-def export(model_name, weights, input_shape, precision, output):
-    """Export a model to ONNX (pinned opset, dynamic batch), verified against PyTorch before it is kept."""
+def export(model_name, weights, input_shape, precision, quant_file, output, **given):
+    """Export a model to ONNX (pinned opset, dynamic batch), verified against PyTorch before it is kept.
+
+    fp16 casts the graph to FP16 at the ONNX level (FP32 inputs/outputs); int8 adds calibrated
+    QuantizeLinear/DequantizeLinear (opset 19); int8-fp16 is both.
+    """
     from harness.export.variants import export_variant
 
-    spec = resolve_model(model_name, weights, input_shape)
-    path = export_variant(spec, precision, output)
+    quant = quant_request(precision, quant_file, **given)
+    spec = _spec_for(model_name, weights, input_shape, quant)
+    path = export_variant(spec, precision, output, quant, log=lambda m: click.echo(m, err=True))
     click.echo(f"wrote {path} (onnx.checker passed; ONNX Runtime matches PyTorch)")
 
 
 @click.command("build-engine")
 @model_options
 @build_options
+@click.option("--quant", "quant_file", type=click.Path(path_type=Path), default=None,
+              help="Quantization checkpoint from harness quantize (int8, int8-fp16).")
+@quant_options
 def build_engine_cmd(model_name, weights, input_shape, precision, backend, min_batch, opt_batch, max_batch,
-                     workspace_mb, opt_level, engines_dir):
+                     workspace_mb, opt_level, engines_dir, quant_file, **given):
     """Build (or reuse from the cache) a backend artifact with a JSON sidecar under engines/."""
-    spec = resolve_model(model_name, weights, input_shape)
+    quant = quant_request(precision, quant_file, **given)
+    spec = _spec_for(model_name, weights, input_shape, quant)
     options = make_build_options(precision, min_batch, opt_batch, max_batch, workspace_mb, opt_level)
-    meta, hit = build_engine(spec, backend, options, engines_dir, log=lambda m: click.echo(m, err=True))
+    meta, hit = build_artifact(spec, backend, options, engines_dir, quant=quant,
+                             log=lambda m: click.echo(m, err=True))
     click.echo(f"{'cache hit' if hit else f'built in {meta.build_s:.2f} s'}: {meta.artifact}")
 
 
@@ -73,8 +100,9 @@ def _runner_opts(backend: str, cuda_graph: bool, no_data_transfers: bool, spin_w
               help="Minimum timed iterations.")
 @click.option("--duration", type=click.FloatRange(0), default=3.0, show_default=True,
               help="Minimum timed seconds.")
-@click.option("--cv-warn", type=click.FloatRange(0), default=CV_WARN, show_default=True,
-              help="Warn when the latency coefficient of variation exceeds this.")
+@click.option("--cv-warn", type=click.FloatRange(0), default=None,
+              help=f"Warn when the latency coefficient of variation exceeds this (default {CV_WARN:g}; "
+                   "tensorrt engines 0.025, as trtexec).")
 @click.option("--cuda-graph", is_flag=True, help="TensorRT: capture the enqueue in a CUDA graph.")
 @click.option("--no-data-transfers", is_flag=True, help="TensorRT: time without H2D/D2H copies.")
 @click.option("--spin-wait", is_flag=True, help="TensorRT: spin on events instead of blocking.")
@@ -93,12 +121,23 @@ def bench(engine, batch, shape, warmup, iterations, duration, cv_warn, cuda_grap
     for part, s in stats.components.items():
         rows += [(f"{part} p50_ms", s["p50_ms"]), (f"{part} p99_ms", s["p99_ms"])]
     print_table(rows, f"{Path(meta.artifact).name} ({meta.backend}, {meta.precision}): {stats.includes}")
-    for warning in stats.warnings(cv_warn):
+    for warning in stats.warnings(cv_warn if cv_warn is not None else getattr(runner, "cv_warn", CV_WARN)):
         click.echo(f"warning: {warning}", err=True)
     out = json_out or Path("reports") / "bench" / f"{Path(meta.artifact).stem}.json"
     write_json(out, {"engine": meta.artifact, "backend": meta.backend, "precision": meta.precision,
                      "shape": list(dims), **stats.to_dict()})
     click.echo(f"wrote {out}")
+
+
+def _cpu_engine_of_checkpoint(path: Path) -> Path:
+    from harness.backends.base import BuildOptions
+    from harness.build import ENGINES_DIR
+
+    quant = quant_request("int8", path)
+    spec = _spec_for(None, None, None, quant)
+    meta, _ = build_artifact(spec, "cpu", BuildOptions(precision="int8", batch_max=64), ENGINES_DIR, quant=quant,
+                           log=lambda m: click.echo(m, err=True))
+    return Path(meta.artifact)
 
 
 @click.command("eval")
@@ -110,17 +149,24 @@ def bench(engine, batch, shape, warmup, iterations, duration, cv_warn, cuda_grap
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="Where to write the results (default: reports/eval/<engine>.json).")
 def eval_cmd(engine, dataset, split, batch, limit, json_out):
-    """Top-1/top-5 on a dataset, and agreement with the FP32 PyTorch reference (top-1, max error, SQNR)."""
+    """Top-1/top-5 on a dataset, and agreement with the FP32 PyTorch reference (top-1, max error, SQNR).
+
+    ENGINE may also be a checkpoint from harness quantize: its int8 ONNX is built (cached) for the cpu backend.
+    """
+    if Path(engine).suffix == ".pt":
+        engine = _cpu_engine_of_checkpoint(Path(engine))
     meta, runner = load_engine(engine)
     data = resolve_dataset(dataset, meta.spec)
     size = batch or meta.batch[2]
     check_input_shape(meta, (size, *meta.input_shape), "--batch")
     result = evaluate(runner, data, split, (meta.batch[0], size), limit)
     rows = [("samples", result.samples), ("top1 %", result.top1), ("top5 %", result.top5),
+            ("fp32 torch top1 %", result.reference_top1), ("top1 change vs fp32 (points)", result.top1_delta),
             ("top1 agreement with fp32 torch %", result.top1_agreement),
             ("max abs error vs fp32 torch", result.max_abs_error), ("SQNR vs fp32 torch dB", result.sqnr_db)]
     print_table(rows, f"{Path(meta.artifact).name} on {dataset}/{split}"
                 + ("" if data.has_labels else " (no labels: accuracy not applicable)"))
     out = json_out or Path("reports") / "eval" / f"{Path(meta.artifact).stem}.json"
-    write_json(out, {"engine": meta.artifact, "dataset": dataset, "split": split, **result.to_dict()})
+    write_json(out, {"engine": meta.artifact, "precision": meta.precision, "quant": meta.quant, "dataset": dataset,
+                     "split": split, **result.to_dict()})
     click.echo(f"wrote {out}")

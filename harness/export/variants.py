@@ -1,17 +1,100 @@
-"""One verified ONNX per precision: the float graph as exported, or a converted/quantized variant."""
+"""One verified ONNX per precision: the float graph as exported, or a converted/quantized variant.
+
+fp32: the float model. fp16: the same graph cast to FP16 at the ONNX level (FP32 inputs/outputs kept).
+int8: the calibrated fake-quant model exported with QuantizeLinear/DequantizeLinear (zero-points 0,
+per-channel weights on the output-channel axis) at QDQ_OPSET. int8-fp16: that graph with its float parts
+(scales included) in FP16. Every file is checked by onnx.checker and against PyTorch before it is kept.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import onnx
+import torch
+
+from harness.backends.base import PRECISIONS
 from harness.data.datasets import SyntheticDataset
 from harness.errors import HarnessError
-from harness.export.onnx_export import export_onnx
+from harness.export.onnx_export import compare_outputs, export_onnx, run_onnx
+from harness.export.precision import FP16_QDQ_OPSET, to_fp16
 from harness.models.registry import ModelSpec, load_model
 
+QDQ_OPSET = FP16_QDQ_OPSET  # >= 13 for per-channel axis, >= 19 for FP16 into QuantizeLinear: one opset for both
+# (rtol relative to the output range, atol): FP16 rounding, and INT8 rounding ties that ORT and torch may break
+# differently (x / scale vs x * (1 / scale)), move outputs by more than FP32 noise.
+TOLERANCE = {"fp32": (1e-3, 1e-4), "fp16": (1e-2, 1e-3), "int8": (5e-2, 1e-3), "int8-fp16": (1e-1, 1e-3)}
 
-def export_variant(spec: ModelSpec, precision: str, out: Path, quant: dict | None = None) -> Path:
+
+def calib_dir_for(out: Path) -> Path:
+    """Calibration cache beside the ONNX cache (<engines>/onnx -> <engines>/calib), else engines/calib."""
+    from harness.build import ENGINES_DIR
+
+    out = Path(out)
+    return out.parent.parent / "calib" if out.parent.name == "onnx" else ENGINES_DIR / "calib"
+
+
+def check_request(precision: str, quant: dict | None) -> None:
+    if precision not in PRECISIONS:
+        raise HarnessError(f"--precision {precision} is unknown: use one of {', '.join(PRECISIONS)}")
+    if precision.startswith("int8") and quant is None:
+        raise HarnessError(f"--precision {precision} needs calibration: pass --quant FILE (from harness quantize) "
+                           "or --mode/--calib")
+    if not precision.startswith("int8") and quant is not None:
+        raise HarnessError(f"--precision {precision} is a float precision: --quant/--mode/--calib apply to int8 and "
+                           "int8-fp16 only")
+
+
+def export_variant(spec: ModelSpec, precision: str, out: Path, quant: dict | None = None,
+                   calib_dir: Path | None = None, log=None) -> Path:
+    check_request(precision, quant)
     sample, _ = SyntheticDataset(spec).take("val", 2)
-    if precision == "fp32" and quant is None:
+    out = Path(out)
+    if precision == "fp32":
         return export_onnx(load_model(spec), sample, out)
-    raise HarnessError(f"precision {precision} export is not available yet; use --precision fp32")
+    rtol, atol = TOLERANCE[precision]
+    raw = out.with_name(f"{out.name}.{os.getpid()}.raw.onnx")
+    try:
+        if quant is not None:
+            from harness.quantize.calibrate import check_calibrated
+            from harness.quantize.checkpoint import quantized
+            from harness.quantize.modules import fb_fake_quant
+
+            model = quantized(spec, quant, calib_dir or calib_dir_for(out), log).model.eval()
+            check_calibrated(model)
+            with fb_fake_quant(), torch.no_grad():
+                export_onnx(model, sample, raw, opset=QDQ_OPSET, rtol=rtol, atol=atol)
+                expected = model(torch.from_numpy(sample)).numpy()
+        else:
+            model = load_model(spec)
+            export_onnx(model, sample, raw)
+            with torch.no_grad():
+                expected = model(torch.from_numpy(sample)).numpy()
+        proto = onnx.load(str(raw))
+    finally:
+        raw.unlink(missing_ok=True)
+    if quant is not None:
+        proto = _checked_qdq(proto)
+    if precision.endswith("fp16"):
+        proto = to_fp16(proto)
+    data = proto.SerializeToString()
+    compare_outputs(expected, run_onnx(data, sample), rtol, atol, what=f"{precision} ONNX Runtime vs PyTorch")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, out)
+    return out
+
+
+def _checked_qdq(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """One Q/DQ per tensor, and no Q/DQ TensorRT would refuse (missing or zero scale, non-zero zero-point)."""
+    from harness.quantize.inspect_onnx import check
+    from harness.quantize.onnx_graph import merge_duplicate_qdq
+
+    proto = merge_duplicate_qdq(proto)
+    hazards = check(proto).hazards
+    for kind, what in (("bad_scale", "a missing or zero scale"), ("zero_point", "a non-zero zero-point")):
+        if hazards[kind]:
+            raise HarnessError(f"the exported Q/DQ graph has {what} at {hazards[kind][0]}; the file was not kept")
+    return proto

@@ -15,6 +15,8 @@ class AccuracyResult:
     top1_agreement: float | None  # % of samples whose argmax equals the reference's
     max_abs_error: float | None
     sqnr_db: float | None
+    reference_top1: float | None = None  # % top-1 of the FP32 PyTorch reference on the same inputs
+    top1_delta: float | None = None  # top1 - reference_top1, in points
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,4 +47,6 @@ def accuracy(logits: np.ndarray, labels: np.ndarray | None, reference: np.ndarra
         agree = 100.0 * float((logits.argmax(1) == reference.argmax(1)).mean())
         err = float(np.abs(logits - reference).max())
         sq = sqnr_db(reference, logits)
-    return AccuracyResult(len(logits), top1, top5, agree, err, sq)
+    ref_top1 = topk_accuracy(reference, labels, 1) if labels is not None and reference is not None else None
+    delta = top1 - ref_top1 if ref_top1 is not None else None
+    return AccuracyResult(len(logits), top1, top5, agree, err, sq, ref_top1, delta)

@@ -18,23 +18,32 @@ def _padded(x: np.ndarray, batch_min: int) -> np.ndarray:
     return np.concatenate([x, np.repeat(x[-1:], batch_min - len(x), axis=0)])
 
 
-def collect_outputs(runner: Runner, data: Dataset, split: str, batch: tuple[int, int], limit=None):
-    """Logits of the runner, the inputs' labels (or None) and the FP32 reference logits."""
+def reference_outputs(data: Dataset, split: str, batch_size: int, limit: int | None = None) -> np.ndarray:
+    """The FP32 PyTorch logits of a split: the same for every artifact of a model, so a sweep computes them once."""
+    model = load_model(data.spec)
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(x)).numpy() for x, _ in data.batches(split, batch_size, limit)])
+
+
+def collect_outputs(runner: Runner, data: Dataset, split: str, batch: tuple[int, int], limit=None,
+                    reference: np.ndarray | None = None):
+    """Logits of the runner, the inputs' labels (or None) and the FP32 reference logits (given, or computed on
+    the same batches)."""
     batch_min, batch_size = batch
-    reference_model = load_model(data.spec)
+    reference_model = load_model(data.spec) if reference is None else None
     outs, refs, labels = [], [], []
     with torch.no_grad():
         for x, y in data.batches(split, batch_size, limit):
             outs.append(runner.infer(_padded(x, batch_min))[: len(x)])
-            refs.append(reference_model(torch.from_numpy(x)).numpy())
+            if reference_model is not None:
+                refs.append(reference_model(torch.from_numpy(x)).numpy())
             if y is not None:
                 labels.append(y)
-    return np.concatenate(outs), (np.concatenate(labels) if labels else None), np.concatenate(refs)
+    labels = np.concatenate(labels) if labels else None
+    return np.concatenate(outs), labels, (np.concatenate(refs) if reference is None else reference)
 
 
 def evaluate(runner: Runner, data: Dataset, split: str = "val", batch: tuple[int, int] = (1, 64),
-             limit: int | None = None) -> AccuracyResult:
-    logits, labels, reference = collect_outputs(runner, data, split, batch, limit)
+             limit: int | None = None, reference: np.ndarray | None = None) -> AccuracyResult:
+    logits, labels, reference = collect_outputs(runner, data, split, batch, limit, reference)
     return accuracy(logits, labels, reference)
-
-

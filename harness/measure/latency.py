@@ -38,6 +38,14 @@ class LatencyStats:
                 f"latency coefficient of variation is {100 * self.latency_cv:.1f} % (> {100 * cv_warn:.1f} %): "
                 "the machine is noisy; close other work, pin threads or time for longer"
             )
+        median = {name: s["p50_ms"] for name, s in self.components.items()}
+        compute = median.get("gpu_compute_ms")
+        if compute and median.get("enqueue_ms", 0.0) > 0.8 * compute:  # trtexec's enqueue-bound warning
+            notes.append(f"enqueue takes {median['enqueue_ms']:.3g} ms for {compute:.3g} ms of GPU compute: the "
+                         "host, not the GPU, limits throughput; try --cuda-graph")
+        if compute and max(median.get("h2d_ms", 0.0), median.get("d2h_ms", 0.0)) >= compute:
+            notes.append("H2D or D2H copies take as long as GPU compute: latency is transfer-bound; "
+                         "--no-data-transfers times the engine alone")
         return notes
 
 

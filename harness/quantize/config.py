@@ -8,11 +8,19 @@ from harness.errors import HarnessError
 
 MODES = ("naive", "hybrid", "selective")
 CALIBRATORS = ("max", "percentile", "entropy", "mse")
+GRANULARITIES = ("per-channel", "per-tensor")
+HYBRID_AUTO_SKIP = 2  # layers left in float by hybrid mode when no --skip/--skip-from names any
 
 
 @dataclass(frozen=True)
 class QuantConfig:
-    """Hashable into cache keys via to_dict(); equal configs share calibration and export work."""
+    """Hashable into cache keys via to_dict(); equal configs share calibration and export work.
+
+    `skip` holds layer-name patterns (fnmatch; a name also matches every layer below it). `overrides` holds
+    per-layer choices as "PATTERN=VALUE[,VALUE]" where a value is a calibrator (activations of the matching
+    layers) or a weight granularity (per-channel / per-tensor). `auto_skip` layers are added to the skip list
+    from the sensitivity analysis; None means the mode's default (hybrid without a skip list: 2, else 0).
+    """
 
     mode: str = "selective"
     calib: str = "entropy"
@@ -21,6 +29,8 @@ class QuantConfig:
     calib_batch_size: int = 32
     dataset: str = "digits"
     skip: tuple[str, ...] = field(default_factory=tuple)
+    overrides: tuple[str, ...] = field(default_factory=tuple)
+    auto_skip: int | None = None
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -29,12 +39,59 @@ class QuantConfig:
             raise HarnessError(f"--calib {self.calib!r} is unknown: use one of {', '.join(CALIBRATORS)}")
         if not 0 < self.percentile <= 100:
             raise HarnessError(f"--percentile {self.percentile} must be in (0, 100], e.g. 99.99")
+        if self.calib_batches < 1 or self.calib_batch_size < 1:
+            raise HarnessError("--calib-batches and the calibration batch size must be at least 1")
+        if self.auto_skip is not None and self.auto_skip < 0:
+            raise HarnessError(f"--auto-skip {self.auto_skip} must be 0 or more")
+        for text in self.overrides:
+            parse_override(text)
+
+    @property
+    def skip_count(self) -> int:
+        """How many layers the sensitivity analysis adds to the skip list."""
+        if self.auto_skip is not None:
+            return self.auto_skip
+        return HYBRID_AUTO_SKIP if self.mode == "hybrid" and not self.skip else 0
+
+    def layer_overrides(self) -> list[tuple[str, dict]]:
+        return [parse_override(text) for text in self.overrides]
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["skip"] = list(self.skip)
+        d["overrides"] = list(self.overrides)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> QuantConfig:
-        return cls(**{**d, "skip": tuple(d.get("skip", ()))})
+        return cls(**{**d, "skip": tuple(d.get("skip", ())), "overrides": tuple(d.get("overrides", ()))})
+
+
+def parse_override(text: str) -> tuple[str, dict]:
+    """'layer3.*=max,per-tensor' -> ('layer3.*', {'calib': 'max', 'weights': 'per-tensor'})."""
+    pattern, sep, values = text.partition("=")
+    choice: dict = {}
+    for value in values.split(",") if sep else ():
+        value = value.strip()
+        if value in CALIBRATORS:
+            choice["calib"] = value
+        elif value in GRANULARITIES:
+            choice["weights"] = value
+        else:
+            choice = {}
+            break
+    if not pattern.strip() or not choice:
+        raise HarnessError(f"--override {text!r}: write PATTERN=VALUE[,VALUE] with values from "
+                           f"{', '.join(CALIBRATORS + GRANULARITIES)}, e.g. 'layer3.*=max,per-tensor'")
+    return pattern.strip(), choice
+
+
+def read_skip_file(path) -> tuple[str, ...]:
+    """A skip list as written by `harness sensitivity`: one pattern a line, '#' starts a comment."""
+    from pathlib import Path
+
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise HarnessError(f"--skip-from {path}: cannot read it ({exc.strerror}); write one layer a line") from exc
+    return tuple(p for p in (line.split("#", 1)[0].strip() for line in lines) if p)

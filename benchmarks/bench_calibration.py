@@ -1,0 +1,66 @@
+"""Calibration cost: one statistics batch (|max| + histogram for every activation quantizer) against a plain
+float forward pass of the same batch, and the one-off amax computation of each calibrator.
+
+The figure is the median over rounds of (calibration batch ms / forward batch ms); the two alternate so
+machine drift hits both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from harness.data.datasets import resolve_dataset
+from harness.models.registry import load_model, resolve_model
+from harness.quantize.amax import compute_amax
+from harness.quantize.calibrate import activation_quantizers, collect_stats
+from harness.quantize.config import CALIBRATORS
+from harness.quantize.replace import prepare
+
+
+def _ms(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1e3
+
+
+@torch.no_grad()
+def measure(model_name: str, mode: str, batch: int, rounds: int, input_shape: str | None):
+    spec = resolve_model(model_name, input_shape=input_shape)
+    x, _ = resolve_dataset("digits", spec).take("calib", batch)
+    float_model = load_model(spec)
+    quant_model = prepare(load_model(spec), mode)
+    xt = torch.from_numpy(x)
+    float_model(xt)
+    collect_stats(quant_model, [x])  # warm-up both
+    fwd, cal = [], []
+    for _ in range(rounds):
+        fwd.append(_ms(lambda: float_model(xt)))
+        cal.append(_ms(lambda: collect_stats(quant_model, [x])))
+    stats = collect_stats(quant_model, [x])
+    amax_ms = {c: _ms(lambda c=c: [compute_amax(s, c) for s in stats.values()]) for c in CALIBRATORS}
+    ratio = statistics.median(c / f for c, f in zip(cal, fwd, strict=True))
+    return statistics.median(fwd), statistics.median(cal), ratio, len(activation_quantizers(quant_model)), amax_ms
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--batch", type=int, default=32)
+    args = ap.parse_args()
+    print("| model | mode | batch | forward ms/batch | calibration ms/batch | ratio | quantizers | "
+          "amax ms (max / percentile / entropy / mse) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for model, shape in (("digits-resnet", None), ("resnet18", "3x64x64")):
+        for mode in ("naive", "selective"):
+            f, c, ratio, n, amax = measure(model, mode, args.batch, args.rounds, shape)
+            name = model + (f" ({shape})" if shape else "")
+            costs = " / ".join(f"{amax[k]:.0f}" for k in CALIBRATORS)
+            print(f"| {name} | {mode} | {args.batch} | {f:.2f} | {c:.2f} | {ratio:.2f} | {n} | {costs} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""The engine inspector's JSON as a per-layer table, and why an INT8 engine is not faster than planned.
+
+TensorRT 10.x writes `Bindings` (names) and one `Format/Datatype` string per tensor; 11.x writes
+`I/O Tensors` (objects) and separate `Format` and `DataType` fields. Both are read here. Layers map back to
+ONNX nodes through their `Metadata` (`[ONNX Layer: name]`, several when fused) or their fused name
+(`a + b`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from harness.errors import HarnessError
+
+# Longest names first so "BFloat16" is not read as "Float" and "UInt8" not as "Int8".
+_PRECISIONS = [("BFloat16", "BF16"), ("BF16", "BF16"), ("FP8", "FP8"), ("UInt8", "UINT8"),
+               ("Int8", "INT8"), ("INT8", "INT8"), ("Half", "FP16"), ("FP16", "FP16"), ("Float", "FP32"),
+               ("FP32", "FP32"), ("Int32", "INT32"), ("INT32", "INT32"), ("Int64", "INT64"),
+               ("INT64", "INT64"), ("Bool", "BOOL"), ("BOOL", "BOOL")]
+_PRECISION_RE = re.compile(r"\b(" + "|".join(re.escape(k) for k, _ in _PRECISIONS) + r")\b")
+_PRECISION_OF = dict(_PRECISIONS)
+_ONNX_LAYER_RE = re.compile(r"\[ONNX Layer: ([^\]]+)\]")
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+COLUMNS = ["name", "type", "input_precision", "output_precision", "tactic", "onnx_nodes", "origin"]
+INT8_CAUSES = ("known causes: a residual Add whose shortcut input is not quantized (the Conv+Add fusion then "
+               "stays FP16/FP32), one tensor with several scales (Concat, MaxPool, a block input feeding "
+               "conv1 and the shortcut), or a Q/DQ between Pad and Conv")
+
+
+def parse_engine_information(data: str | dict, source: str = "engine inspector JSON") -> dict:
+    """Validate the inspector's JSON: layers must be objects, which needs DETAILED profiling verbosity."""
+    try:
+        info = json.loads(data) if isinstance(data, str) else data
+    except ValueError as exc:
+        raise HarnessError(f"{source}: not JSON ({exc}); give the engine inspector's JSON output") from exc
+    layers = info.get("Layers") if isinstance(info, dict) else None
+    if not isinstance(layers, list):
+        raise HarnessError(f"{source}: no 'Layers' list; give the engine inspector's JSON "
+                           "(trtexec --exportLayerInfo, or harness inspect-engine's saved JSON)")
+    if layers and not isinstance(layers[0], dict):
+        raise HarnessError(f"{source}: only layer names are recorded; rebuild the engine with profiling "
+                           "verbosity DETAILED (harness build-engine does) to see precisions and tactics")
+    return info
+
+
+def load_engine_information(path: Path) -> dict:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise HarnessError(f"--layer-info {path}: cannot read it ({exc.strerror})") from exc
+    return parse_engine_information(text, f"--layer-info {path}")
+
+
+def layout(info: dict) -> str:
+    return "11.x" if "I/O Tensors" in info else "10.x"
+
+
+def io_tensor_names(info: dict) -> list[str]:
+    if "I/O Tensors" in info:
+        return [t["Name"] for t in info["I/O Tensors"]]
+    return list(info.get("Bindings", []))
+
+
+def tensor_precision(tensor: dict) -> str:
+    """FP32/FP16/INT8/... from a 10.x `Format/Datatype` string or an 11.x `DataType` field."""
+    text = tensor.get("DataType") or tensor.get("Datatype") or tensor.get("Format/Datatype") or ""
+    match = _PRECISION_RE.search(str(text).replace(".", ""))
+    return _PRECISION_OF[match.group(1)] if match else "?"
+
+
+def _precisions(tensors: list[dict]) -> str:
+    return "/".join(dict.fromkeys(tensor_precision(t) for t in tensors)) if tensors else ""
+
+
+def onnx_nodes(layer: dict) -> list[str]:
+    found = _ONNX_LAYER_RE.findall(str(layer.get("Metadata", "")))
+    return [n.strip() for n in found] or [p.strip() for p in str(layer.get("Name", "")).split(" + ")]
+
+
+def layer_table(info: dict) -> pd.DataFrame:
+    """One row per engine layer: name, type, input/output precision, tactic, ONNX nodes it implements."""
+    rows = []
+    for layer in info["Layers"]:
+        rows.append({
+            "name": layer.get("Name", ""),
+            "type": layer.get("LayerType", ""),
+            "input_precision": _precisions(layer.get("Inputs", [])),
+            "output_precision": _precisions(layer.get("Outputs", [])),
+            "tactic": layer.get("TacticName") or layer.get("TacticValue") or "",
+            "onnx_nodes": ";".join(onnx_nodes(layer)),
+            "origin": layer.get("Origin", ""),
+        })
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def reformat_layers(table: pd.DataFrame) -> pd.DataFrame:
+    """Layers that only convert layout or precision between two others: each one is time not computing."""
+    mask = (table["type"] == "Reformat") | table["name"].str.startswith("Reformatting CopyNode")
+    return table[mask]
+
+
+def int8_planned(onnx_path: Path) -> list[str]:
+    """Weighted ONNX nodes (Conv, ConvTranspose, Gemm, MatMul) whose data input comes from a DequantizeLinear."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    except (OSError, DecodeError) as exc:
+        raise HarnessError(f"--onnx {onnx_path}: cannot read it as ONNX ({type(exc).__name__})") from exc
+    producer = {out: node.op_type for node in graph.node for out in node.output}
+    return [node.name for node in graph.node
+            if node.op_type in WEIGHTED_OPS and node.input and producer.get(node.input[0]) == "DequantizeLinear"]
+
+
+def int8_shortfall(table: pd.DataFrame, planned: list[str]) -> pd.DataFrame:
+    """Planned-INT8 nodes whose engine layer does not take INT8 input (or that no layer names)."""
+    rows = []
+    covering = [(set(row.onnx_nodes.split(";")), row) for row in table.itertuples()]
+    for node in planned:
+        layer = next((row for nodes, row in covering if node in nodes), None)
+        if layer is None:
+            rows.append({"onnx_node": node, "layer": "", "input_precision": "", "output_precision": "",
+                         "tactic": "", "finding": "no engine layer names this node"})
+            continue
+        first = layer.input_precision.split("/")[0]
+        if first != "INT8":
+            rows.append({"onnx_node": node, "layer": layer.name, "input_precision": layer.input_precision,
+                         "output_precision": layer.output_precision, "tactic": layer.tactic,
+                         "finding": f"planned INT8, runs with {first} input"})
+    return pd.DataFrame(rows, columns=["onnx_node", "layer", "input_precision", "output_precision", "tactic",
+                                       "finding"])
+
+
+def summary(table: pd.DataFrame, planned: list[str] | None) -> dict:
+    """The figures inspect-engine prints and saves."""
+    first = table["input_precision"].str.split("/").str[0]
+    out = {"layers": len(table), "layers_by_input_precision": {k: int(v) for k, v in first.value_counts().items()},
+           "reformat_layers": len(reformat_layers(table))}
+    if planned is not None:
+        short = int8_shortfall(table, planned)
+        out.update({"int8_planned": len(planned), "int8_not_running_int8": len(short),
+                    "int8_shortfall": short.to_dict("records")})
+    return out

@@ -1,0 +1,85 @@
+"""inspect-engine: per-layer precision and tactic of a TensorRT engine, and why INT8 is not faster."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from harness.build import load_engine
+from harness.commands.common import print_table, write_json
+from harness.errors import HarnessError
+
+
+def _from_engine(engine: Path) -> tuple[dict, Path | None, str]:
+    from harness.backends.tensorrt import inspector
+
+    meta, runner = load_engine(engine)
+    if meta.backend != "tensorrt":
+        raise HarnessError(f"{engine} is a {meta.backend} artifact; inspect-engine reads TensorRT engines "
+                           "(build one with --backend tensorrt)")
+    try:
+        info = inspector.parse_engine_information(runner.engine_information(), str(engine))
+    finally:
+        runner.close()
+    onnx = Path(meta.onnx_path) if meta.precision.startswith("int8") else None
+    return info, onnx, Path(meta.artifact).stem
+
+
+@click.command("inspect-engine")
+@click.argument("engine", type=click.Path(path_type=Path), required=False)
+@click.option("--layer-info", type=click.Path(path_type=Path), default=None,
+              help="Inspector JSON saved earlier (trtexec --exportLayerInfo, or this command's output) instead "
+                   "of an engine; needs no GPU.")
+@click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=None,
+              help="The Q/DQ ONNX the engine was built from, to list planned-INT8 layers that are not INT8 "
+                   "(default: the ONNX named in an int8 engine's sidecar).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reports") / "inspect", show_default=True,
+              help="Folder for <engine>.layers.csv, <engine>.inspector.json and <engine>.summary.json.")
+@click.option("--all-layers", is_flag=True, help="Print every layer, not only the summary.")
+def inspect_engine(engine, layer_info, onnx_path, out, all_layers):
+    """Per-layer table (type, input/output precision, tactic), reformat layers, and planned-INT8 shortfall."""
+    import pandas as pd
+
+    from harness.backends.tensorrt import inspector  # pandas: imported when the command runs, not at CLI start
+
+    if (engine is None) == (layer_info is None):
+        raise HarnessError("give an ENGINE or --layer-info FILE (one of them)")
+    if engine is not None:
+        info, sidecar_onnx, name = _from_engine(engine)
+    else:
+        info, sidecar_onnx, name = inspector.load_engine_information(layer_info), None, Path(layer_info).stem
+    if onnx_path is not None and not Path(onnx_path).is_file():
+        raise HarnessError(f"--onnx {onnx_path}: no such file; give the Q/DQ ONNX the engine was built from")
+    if onnx_path is None and sidecar_onnx is not None:
+        if sidecar_onnx.is_file():
+            onnx_path = sidecar_onnx
+        else:
+            click.echo(f"note: {sidecar_onnx} (named in the sidecar) is gone; pass --onnx to check the INT8 plan")
+    planned = inspector.int8_planned(onnx_path) if onnx_path else None
+
+    table = inspector.layer_table(info)
+    facts = inspector.summary(table, planned)
+    if all_layers:
+        with pd.option_context("display.max_rows", None, "display.max_colwidth", 60, "display.width", 200):
+            click.echo(table.drop(columns=["onnx_nodes", "origin"]).to_string(index=False))
+    rows = [("inspector layout", f"TensorRT {inspector.layout(info)}"), ("layers", facts["layers"]),
+            *((f"layers with {p} input", n) for p, n in facts["layers_by_input_precision"].items()),
+            ("reformat layers", facts["reformat_layers"])]
+    if planned is not None:
+        rows += [("planned INT8 (Q/DQ before a weighted node)", facts["int8_planned"]),
+                 ("planned INT8 but not running INT8", facts["int8_not_running_int8"])]
+    print_table(rows, f"{name}: engine layers")
+    for finding in facts.get("int8_shortfall", []):
+        click.echo(f"  not INT8: {finding['onnx_node']} -> {finding['layer'] or '(no layer)'}: "
+                   f"{finding['finding']}")
+    if facts.get("int8_shortfall"):
+        click.echo(f"  {inspector.INT8_CAUSES}")
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / f"{name}.layers.csv", index=False)
+    (out / f"{name}.inspector.json").write_text(json.dumps(info, indent=2))
+    write_json(out / f"{name}.summary.json", facts)
+    click.echo(f"wrote {out / name}.{{layers.csv,summary.json,inspector.json}}")

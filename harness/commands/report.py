@@ -1,0 +1,75 @@
+"""harness report: merge sweep results into one report, and `report compare` as a CI regression gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from harness.report.merge import SETTINGS, load_results
+
+
+class ReportGroup(click.Group):
+    """`harness report RESULTS... -o DIR` merges; `harness report compare A B` gates: arguments that are not a
+    subcommand name go to `merge`."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["merge", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=ReportGroup)
+def report():
+    """Merge sweep results (harness report RESULTS... -o DIR) or compare two (harness report compare A B)."""
+
+
+@report.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Folder for report.md, report.html (self-contained), plots/ and results.csv/.parquet.")
+@click.option("--title", default=None, help="Report title (default: the experiments' names).")
+def merge(results, output, title):
+    """Merge rows from sweep folders or result tables (shards, runners) into one report."""
+    from harness.report.write import write_report
+
+    df = load_results(list(results))
+    names = ", ".join(sorted(df["experiment"].dropna().astype(str).unique())) or "sweep"
+    written = write_report(df, output, title or f"harness report: {names}")
+    ok = int((df["status"] == "ok").sum())
+    click.echo(f"merged {len(df)} cells ({ok} ok, {len(df) - ok} failed) from {len(results)} source(s)")
+    for path in written.values():
+        click.echo(f"wrote {path}")
+
+
+@report.command()
+@click.argument("baseline", type=click.Path(path_type=Path))
+@click.argument("current", type=click.Path(path_type=Path))
+@click.option("--max-latency-regression", default="5%", show_default=True,
+              help="Allowed p50 slowdown beyond the measured run-to-run spread.")
+@click.option("--max-accuracy-drop", type=click.FloatRange(0), default=0.2, show_default=True,
+              help="Allowed top-1 drop in percentage points.")
+@click.option("--output", type=click.Path(path_type=Path), default=None, help="Also write the comparison CSV.")
+@click.pass_context
+def compare(ctx, baseline, current, max_latency_regression, max_accuracy_drop, output):
+    """Exit 1 when CURRENT regresses against BASELINE: slower beyond noise, less accurate, or now failing."""
+    from harness.commands.common import fmt
+    from harness.report.compare import compare as compare_results
+    from harness.report.compare import parse_percent
+    from harness.report.markdown import md_table
+
+    max_pct = parse_percent(max_latency_regression, "--max-latency-regression")
+    result = compare_results(load_results([baseline]), load_results([current]), max_pct, max_accuracy_drop)
+    table = result.table
+    cols = [*SETTINGS, "latency_p50_ms_base", "latency_p50_ms_cur", "latency_change_pct", "allowed_pct",
+            "accuracy_drop_pp", "verdict"]
+    shown = table[cols].map(fmt)
+    click.echo(md_table(shown))
+    if output:
+        table.to_csv(output, index=False)
+        click.echo(f"wrote {output}")
+    if result.regressions:
+        click.echo(f"{result.regressions} regression(s) of {len(table)} cells (allowed: {max_pct:g} % slower "
+                   f"beyond measured noise, {max_accuracy_drop:g} pp top-1)", err=True)
+        ctx.exit(1)
+    click.echo(f"no regression in {len(table)} cells")

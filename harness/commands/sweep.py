@@ -1,0 +1,73 @@
+"""harness sweep: run an experiment file's matrix, resumably, into reports/<name>/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from harness.build import ENGINES_DIR
+
+
+@click.command()
+@click.argument("experiment_file", type=click.Path(path_type=Path))
+@click.option("--shard", default=None, metavar="K/N", help="Run only shard K of N (CI matrix runners).")
+@click.option("--dry-run", is_flag=True, help="List the cells and the caches they would hit; run nothing.")
+@click.option("--retry-failed", is_flag=True, help="Run cells again whose stored row is a failure.")
+@click.option("--reports-dir", type=click.Path(path_type=Path), default=Path("reports"), show_default=True,
+              help="Results go to REPORTS_DIR/<experiment name>/.")
+@click.option("--engines-dir", type=click.Path(path_type=Path), default=ENGINES_DIR, show_default=True,
+              help="Artifact cache shared with build-engine.")
+def sweep(experiment_file, shard, dry_run, retry_failed, reports_dir, engines_dir):
+    """Run every cell of EXPERIMENT_FILE; a finished cell is stored at once, a failing one is stored as a row
+    with its error, and a re-run (even after kill -9) skips what is finished."""
+    from harness.sweep.experiment import load_experiment
+    from harness.sweep.matrix import check_baseline, expand, parse_shard
+    from harness.sweep.matrix import shard as shard_cells
+    from harness.sweep.runner import Workspace, run_sweep
+    from harness.sweep.store import ResultStore
+
+    exp = load_experiment(experiment_file)
+    matrix = expand(exp)
+    check_baseline(exp, matrix)
+    cells = shard_cells(matrix, *parse_shard(shard)) if shard else matrix
+    store = ResultStore(reports_dir / exp.name)
+    ws = Workspace(exp, engines_dir, store, log=lambda m: click.echo(m, err=True))
+    where = f" (shard {shard}: {len(cells)} of {len(matrix)})" if shard else ""
+    click.echo(f"{exp.name}: {len(matrix)} cells{where} -> {store.root}", err=True)
+    if dry_run:
+        _print_plan(ws, cells, retry_failed)
+        return
+    result = run_sweep(ws, cells, matrix, retry_failed)
+    if result.table is None:
+        click.echo("no finished cells to report")
+        return
+    click.echo(f"ran {result.ran} cells ({result.failed} failed), skipped {result.skipped} finished")
+    for path in (result.table, result.table.with_suffix(".parquet")):
+        click.echo(f"wrote {path}")
+    report = store.root / "report.html"
+    if result.ran == 0 and store.report_is_current(report):
+        click.echo(f"{report} is up to date")
+        return
+    from harness.report.merge import load_results
+    from harness.report.write import write_report
+
+    for path in write_report(load_results([store.root]), store.root, f"harness sweep: {exp.name}",
+                             tables=False).values():
+        click.echo(f"wrote {path}")
+
+
+def _print_plan(ws, cells, retry_failed) -> None:
+    import pandas as pd
+
+    from harness.report.markdown import md_table
+    from harness.sweep.plan import plan
+
+    planned = plan(ws, cells, retry_failed)
+    table = pd.DataFrame([{"cell_id": p.cell_id, "cell": p.cell.label(), "result": p.result,
+                           "onnx (calibrate+export)": p.onnx, "engine": p.engine} for p in planned])
+    click.echo(md_table(table))
+    todo = sum(p.result == "to run" for p in planned)
+    exports = sum(p.onnx == "miss" for p in planned if p.result == "to run")
+    builds = sum(p.engine == "miss" for p in planned if p.result == "to run")
+    click.echo(f"{todo} of {len(planned)} cells to run: {exports} calibrate+export(s), {builds} engine build(s)")

@@ -1,0 +1,156 @@
+"""Calibration: one statistics pass per model x placement x dataset (cached), then amax per calibrator.
+
+The pass runs the float model (every quantizer off) and records, for each activation quantizer, the running
+|max| and the |x| histogram; max, percentile, entropy and mse are all computed from that one record, so a
+sweep over calibrators costs one pass. Weights are max-calibrated per output channel from the weights alone.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from pytorch_quantization.nn.modules._utils import QuantMixin
+from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer
+from torch import nn
+
+from harness.errors import HarnessError
+from harness.quantize.amax import compute_amax
+from harness.quantize.config import QuantConfig
+from harness.quantize.modules import RESIDUAL_SLOTS, StatsCalibrator, slots, weight_quantizer
+from harness.quantize.replace import matches, placement, quant_layers
+
+STATS_FORMAT = 1
+
+
+def activation_quantizers(model: nn.Module) -> dict[str, TensorQuantizer]:
+    """Canonical name -> each distinct calibratable activation quantizer (a shared one appears once)."""
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, TensorQuantizer) and isinstance(getattr(m, "_calibrator", None), StatsCalibrator)}
+
+
+def owners(model: nn.Module) -> dict[int, list[tuple[str, str]]]:
+    """id(quantizer) -> (layer, slot) pairs holding it (overrides match the layer names)."""
+    found: dict[int, list[tuple[str, str]]] = {}
+    for name, layer in quant_layers(model).items():
+        for attr in slots(layer):
+            found.setdefault(id(getattr(layer, attr)), []).append((name, attr))
+    return found
+
+
+@torch.no_grad()
+def collect_stats(model: nn.Module, batches) -> dict[str, dict]:
+    """Run `batches` (numpy NCHW) through the float model and return each activation quantizer's record."""
+    acts = activation_quantizers(model)
+    weights = [m._weight_quantizer for m in model.modules() if isinstance(m, QuantMixin)]
+    for q in weights:
+        q.disable()
+    for q in acts.values():
+        q._calibrator.reset()
+        q.disable_quant()
+        q.enable_calib()
+    was_training = model.training
+    model.eval()
+    try:
+        for x in batches:
+            model(torch.from_numpy(x))
+    finally:
+        for q in acts.values():
+            q.disable_calib()
+            q.enable_quant()
+        for q in weights:
+            q.enable()
+        model.train(was_training)
+    stats = {}
+    for name, q in acts.items():
+        cal = q._calibrator
+        if cal.max is not None:
+            stats[name] = {"max": cal.max.clone(), "hist": cal._calib_hist.clone(),
+                           "edges": cal._calib_bin_edges.clone()}
+        cal.reset()
+    return stats
+
+
+def _set_amax(q: TensorQuantizer, value: torch.Tensor) -> None:
+    value = torch.as_tensor(value, dtype=torch.float32).detach().clone()
+    if hasattr(q, "_amax") and q._amax.shape == value.shape:
+        q._amax.copy_(value)
+    else:
+        if hasattr(q, "_amax"):
+            del q._amax
+        q.register_buffer("_amax", value)
+
+
+def apply_calibration(model: nn.Module, stats: dict[str, dict], cfg: QuantConfig) -> dict[str, str]:
+    """Set every quantizer's amax from the statistics and the config; returns quantizer -> calibrator used.
+
+    Selective mode calibrates quantizers that feed a residual shortcut with max: a clipped shortcut adds its
+    clipping error straight onto the residual stream (measured on digits-resnet: entropy there costs ~13 dB
+    SQNR). --override still decides last.
+    """
+    overrides = cfg.layer_overrides()
+    held_by = owners(model)
+
+    def choice(q, key, default):
+        value = default
+        for pattern, chosen in overrides:
+            if key in chosen and any(matches(n, pattern) for n, _ in held_by.get(id(q), [])):
+                value = chosen[key]
+        return value
+
+    used = {}
+    for name, q in activation_quantizers(model).items():
+        if name not in stats:
+            continue  # never reached by the data: left uncalibrated, refused at export if it is ever used
+        shortcut = any(attr in RESIDUAL_SLOTS for _, attr in held_by.get(id(q), []))
+        method = choice(q, "calib", "max" if cfg.mode == "selective" and shortcut else cfg.calib)
+        _set_amax(q, compute_amax(stats[name], method, cfg.percentile))
+        used[name] = method
+    for layer in quant_layers(model).values():
+        if isinstance(layer, QuantMixin):
+            q = layer._weight_quantizer
+            if choice(q, "weights", "per-channel") == "per-tensor":
+                q = layer._weight_quantizer = weight_quantizer(None)
+            q._calibrator.reset()
+            q._calibrator.collect(layer.weight.detach())
+            _set_amax(q, q._calibrator.compute_amax())
+            q._calibrator.reset()
+    return used
+
+
+def check_calibrated(model: nn.Module) -> None:
+    """Refuse a model that would export a Q/DQ pair without a scale, or with a zero scale."""
+    for name, q in model.named_modules():
+        if not isinstance(q, TensorQuantizer) or q._disabled:
+            continue
+        amax = getattr(q, "_amax", None)
+        if amax is None:
+            raise HarnessError(f"quantizer {name} is not calibrated (no amax): calibrate with harness quantize "
+                               "(or --mode/--calib) before exporting INT8")
+        if not bool(torch.isfinite(amax).all()) or float(amax.min()) <= 0:
+            bad = int((~(amax > 0)).flatten().nonzero()[0]) if amax.numel() > 1 else None
+            where = f" in channel {bad}" if bad is not None else ""
+            raise HarnessError(f"quantizer {name} has a zero or invalid scale (amax {float(amax.min()):g}{where}): "
+                               "an all-zero tensor cannot be quantized; leave its layer in float with --skip")
+
+
+def stats_key(spec_key: dict, cfg: QuantConfig) -> dict:
+    """What a statistics pass depends on: not the calibrator, the skip list or the overrides."""
+    return {"format": STATS_FORMAT, **spec_key, "placement": placement(cfg.mode), "dataset": cfg.dataset,
+            "calib_batches": cfg.calib_batches, "calib_batch_size": cfg.calib_batch_size}
+
+
+def cached_stats(path: Path, collect) -> dict[str, dict]:
+    """Load the statistics at `path`, or collect and store them (atomically, so a crash leaves no half file)."""
+    if path.is_file():
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a damaged cache entry is recollected, never trusted
+            path.unlink(missing_ok=True)
+    stats = collect()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    torch.save(stats, tmp)
+    os.replace(tmp, path)
+    return stats

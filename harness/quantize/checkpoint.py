@@ -1,0 +1,173 @@
+"""The calibrated quantized model as a file: config + every quantizer's amax (+ weights after QAT).
+
+The module tree is rebuilt from the model spec and the mode (placement is deterministic), so the file holds
+no pickled code: `torch.load(weights_only=True)` reads it. Built models are cached under
+<engines>/calib/<content key>.pt, so export, build-engine and sweep cells asking for the same
+model x calibration reuse one calibration.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer
+from torch import nn
+
+from harness.build import library_versions, sha256_file, sha256_json
+from harness.errors import HarnessError
+from harness.models.registry import BUNDLED_WEIGHTS, ModelSpec, load_model
+from harness.quantize.calibrate import (
+    _set_amax,
+    apply_calibration,
+    cached_stats,
+    check_calibrated,
+    collect_stats,
+    stats_key,
+)
+from harness.quantize.config import QuantConfig
+from harness.quantize.replace import prepare, quant_layers, resolve_skip, set_float, unfriendly_layers
+
+FORMAT = "harness-quant/1"
+
+
+@dataclass
+class QuantModel:
+    """A calibrated model and how it came to be."""
+
+    spec: ModelSpec
+    config: QuantConfig
+    model: nn.Module
+    skipped: list[str]
+    calibrators: dict[str, str] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+
+def weights_sha(spec: ModelSpec) -> str | None:
+    path = spec.weights or (BUNDLED_WEIGHTS if spec.name == "digits-resnet" else None)
+    return sha256_file(Path(path)) if path else None
+
+
+def _spec_key(spec: ModelSpec) -> dict:
+    return {"model": spec.to_dict(), "weights": weights_sha(spec), "versions": library_versions()}
+
+
+def _calib_inputs(spec: ModelSpec, cfg: QuantConfig):
+    from harness.data.datasets import resolve_dataset
+
+    data = resolve_dataset(cfg.dataset, spec)
+    return data.batches("calib", cfg.calib_batch_size, limit=cfg.calib_batches * cfg.calib_batch_size)
+
+
+def calibrate(spec: ModelSpec, cfg: QuantConfig, cache_dir: Path, log=None) -> QuantModel:
+    """Place, calibrate (statistics from the cache when present) and skip, as the config asks."""
+    model = prepare(load_model(spec), cfg.mode, log)
+    key = sha256_json(stats_key(_spec_key(spec), cfg))[:24]
+
+    def collect():
+        if log:
+            log(f"collecting calibration statistics ({cfg.dataset}, {cfg.calib_batches} x {cfg.calib_batch_size})")
+        return collect_stats(model, (x for x, _ in _calib_inputs(spec, cfg)))
+
+    stats = cached_stats(Path(cache_dir) / f"stats-{key}.pt", collect)
+    used = apply_calibration(model, stats, cfg)
+    layers = quant_layers(model)
+    skipped = resolve_skip(layers, cfg.skip)
+    if cfg.mode == "selective":
+        skipped += [n for n in unfriendly_layers(model) if n not in skipped]
+    if cfg.skip_count:
+        from harness.quantize.sensitivity import analyse, most_sensitive
+
+        x = np.concatenate([x for x, _ in _calib_inputs(spec, cfg)])
+        _, ranked = analyse(model, x, None, "sqnr", skip=skipped, reverse=False)
+        auto = most_sensitive(ranked, cfg.skip_count)
+        if log:
+            log(f"sensitivity analysis leaves in float: {', '.join(auto) or 'nothing'}")
+        skipped += auto
+    set_float(model, skipped)
+    return QuantModel(spec, cfg, model, skipped, used)
+
+
+def to_checkpoint(qm: QuantModel, with_weights: bool = False) -> dict:
+    amax = {name: m._amax.detach().clone() for name, m in qm.model.named_modules(remove_duplicate=False)
+            if isinstance(m, TensorQuantizer) and hasattr(m, "_amax")}
+    ckpt = {"format": FORMAT, "model": qm.spec.to_dict(), "weights_sha256": weights_sha(qm.spec),
+            "config": qm.config.to_dict(), "amax": amax, "skipped": list(qm.skipped),
+            "calibrators": dict(qm.calibrators), "extra": dict(qm.extra)}
+    if with_weights:
+        ckpt["state_dict"] = {k: v.detach().clone() for k, v in qm.model.state_dict().items()
+                              if not k.endswith("._amax")}
+    return ckpt
+
+
+def save(qm: QuantModel, path: Path, with_weights: bool = False) -> Path:
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    torch.save(to_checkpoint(qm, with_weights), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load(path: Path) -> dict:
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"--quant {path}: no such file; write one with harness quantize")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise HarnessError(f"--quant {path}: not a readable checkpoint ({type(exc).__name__}); "
+                           "write one with harness quantize") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise HarnessError(f"--quant {path}: not a harness quantization checkpoint; write one with harness quantize")
+    return ckpt
+
+
+def restore(ckpt: dict, log=None) -> QuantModel:
+    """Rebuild the quantized model a checkpoint describes, refusing one whose float weights have changed."""
+    spec = ModelSpec.from_dict(ckpt["model"])
+    if weights_sha(spec) != ckpt["weights_sha256"]:
+        raise HarnessError(f"the quantization checkpoint of {spec.name} was calibrated on other weights than "
+                           f"{spec.weights or 'the bundled ones'}: run harness quantize again")
+    cfg = QuantConfig.from_dict(ckpt["config"])
+    model = prepare(load_model(spec), cfg.mode, log)
+    if "state_dict" in ckpt:
+        missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+        if unexpected or [k for k in missing if not k.endswith("._amax")]:
+            raise HarnessError(f"the checkpoint's weights do not fit {spec.name}; run harness quantize again")
+    modules = dict(model.named_modules(remove_duplicate=False))
+    for name, value in ckpt["amax"].items():
+        if not isinstance(modules.get(name), TensorQuantizer):
+            raise HarnessError(f"the checkpoint names quantizer {name}, which {spec.name} in {cfg.mode} mode lacks; "
+                               "run harness quantize again")
+        _set_amax(modules[name], value)
+    set_float(model, [n for n in ckpt["skipped"] if n in quant_layers(model)])
+    check_calibrated(model)
+    return QuantModel(spec, cfg, model, list(ckpt["skipped"]), dict(ckpt.get("calibrators", {})),
+                      dict(ckpt.get("extra", {})))
+
+
+def quantized(spec: ModelSpec, quant: dict, cache_dir: Path, log=None) -> QuantModel:
+    """The model for a quant request: {'checkpoint': path, ...} or a QuantConfig dict (cached by content)."""
+    if "checkpoint" in quant:
+        qm = restore(load(Path(quant["checkpoint"])), log)
+        if qm.spec.name != spec.name or tuple(qm.spec.input_shape) != tuple(spec.input_shape):
+            raise HarnessError(f"--quant {quant['checkpoint']} was made for {qm.spec.name} "
+                               f"{'x'.join(map(str, qm.spec.input_shape))}, not {spec.name}")
+        return qm
+    cfg = QuantConfig.from_dict(quant)
+    path = Path(cache_dir) / f"{sha256_json({**_spec_key(spec), 'config': cfg.to_dict(), 'format': FORMAT})[:24]}.pt"
+    if path.is_file():
+        try:
+            return restore(load(path), log)
+        except HarnessError:
+            path.unlink(missing_ok=True)  # a stale or damaged cache entry is rebuilt
+    qm = calibrate(spec, cfg, cache_dir, log)
+    save(qm, path)
+    return qm

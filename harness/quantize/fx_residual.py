@@ -1,0 +1,145 @@
+"""Residual-aware placement for any torch.fx-traceable model, found from the graph, not from class names.
+
+For each two-input Add, walk back from both inputs to their lowest common ancestor and count the weighted
+layers on the way: the input with more of them is the conv branch (left unquantized), the other is the
+shortcut (quantized). Then every tensor gets one quantizer shared by all its quantized consumers; MaxPool
+and Concat tie their input and output tensors together so both sides carry one scale.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+from pytorch_quantization.nn.modules._utils import QuantInputMixin, QuantMixin
+from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer
+from torch import fx, nn
+
+from harness.quantize.blocks import QUANT_BLOCK
+from harness.quantize.modules import QuantConcat, QuantResidualAdd, input_slots, share
+from harness.quantize.residual_split import split_residual
+
+_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
+_ADD_METHODS = {"add", "add_", "__add__", "__iadd__"}
+_MAXPOOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+
+
+class _Tracer(fx.Tracer):
+    """Quantized layers and converted blocks are leaves: their insides are already placed."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return (isinstance(m, (QuantMixin, QuantInputMixin, TensorQuantizer)) or getattr(m, QUANT_BLOCK, False)
+                or super().is_leaf_module(m, qualname))
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    tracer = _Tracer()
+    graph = tracer.trace(model)
+    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+    return gm.get_submodule(node.target) if node.op == "call_module" else None
+
+
+def _weighted(gm: fx.GraphModule, node: fx.Node) -> int:
+    m = _module(gm, node)
+    return int(isinstance(m, QuantMixin) or bool(getattr(m, QUANT_BLOCK, False)))
+
+
+def residual_inputs(gm: fx.GraphModule, node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
+    """(branch, shortcut) when `node` is an Add of x and f(x), else None."""
+    is_add = (node.op == "call_function" and node.target in _ADD_FUNCTIONS) or (
+        node.op == "call_method" and node.target in _ADD_METHODS)
+    if not is_add or node.kwargs or len(node.args) != 2 or not all(isinstance(a, fx.Node) for a in node.args):
+        return None
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    return split_residual(*node.args, parents=lambda n: n.all_input_nodes, position=order.__getitem__,
+                          weight=lambda n: _weighted(gm, n))
+
+
+def _scope(node: fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    return next(reversed(stack.values()))[0] if stack else ""
+
+
+def _add_module(gm: fx.GraphModule, node: fx.Node, kind: str, module: nn.Module) -> str:
+    scope = _scope(node)
+    base = f"{scope}.{kind}" if scope else kind
+    name, i = base, 1
+    while _has(gm, name):
+        name, i = f"{base}_{i}", i + 1
+    gm.add_submodule(name, module)
+    return name
+
+
+def _has(gm: fx.GraphModule, name: str) -> bool:
+    try:
+        gm.get_submodule(name)
+        return True
+    except AttributeError:
+        return False
+
+
+def _rewrite(gm: fx.GraphModule) -> None:
+    """Residual Adds -> QuantResidualAdd(branch, shortcut); torch.cat -> QuantConcat."""
+    graph = gm.graph
+    for node in list(graph.nodes):
+        residual = residual_inputs(gm, node)
+        is_cat = (node.op == "call_function" and node.target is torch.cat and node.args
+                  and isinstance(node.args[0], (list, tuple)) and all(isinstance(t, fx.Node) for t in node.args[0]))
+        if residual:
+            target, args = _add_module(gm, node, "residual", QuantResidualAdd()), residual
+        elif is_cat:
+            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+            target, args = _add_module(gm, node, "concat", QuantConcat(dim)), (list(node.args[0]),)
+        else:
+            continue
+        with graph.inserting_after(node):
+            new = graph.call_module(target, args)
+        new.meta = dict(node.meta)
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
+
+
+def _share_by_tensor(gm: fx.GraphModule) -> None:
+    """All quantized consumers of one tensor get one quantizer; MaxPool and Concat tie input and output."""
+    parent: dict[fx.Node, fx.Node] = {}
+
+    def find(n):
+        while parent.get(n, n) is not n:
+            n = parent[n]
+        return n
+
+    def union(a, b):
+        parent[find(a)] = find(b)
+
+    for node in gm.graph.nodes:
+        m = _module(gm, node)
+        if isinstance(m, _MAXPOOLS) and isinstance(m, QuantInputMixin):
+            union(node, node.args[0])
+        elif isinstance(m, QuantConcat):
+            for t in node.args[0]:
+                union(t, node)
+    groups: dict[fx.Node, list] = {}
+    for node in gm.graph.nodes:
+        m = _module(gm, node)
+        if m is None:
+            continue
+        inputs = [(0, t) for t in node.args[0]] if isinstance(m, QuantConcat) else enumerate(node.args)
+        for index, arg in inputs:
+            if isinstance(arg, fx.Node):
+                group = groups.setdefault(find(arg), [])
+                group += [s for s in input_slots(m, index) if s not in group]
+    for group in groups.values():
+        share(group)
+
+
+def residual_aware(model: nn.Module) -> fx.GraphModule:
+    """Trace (raises if the model is not traceable), quantize shortcuts and concats, share per tensor."""
+    gm = trace(model)
+    _rewrite(gm)
+    gm.graph.lint()
+    gm.recompile()
+    _share_by_tensor(gm)
+    return gm

@@ -1,0 +1,165 @@
+"""Quantized layers made from float ones (same weights, same device) and the quantizer slots they expose.
+
+A *slot* is a module attribute holding a TensorQuantizer. One tensor read by several quantized consumers gets
+one TensorQuantizer object in all their slots (one tensor, one scale); skipping a layer swaps only its own
+slots for a disabled quantizer, so a shared quantizer keeps serving the other consumers.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from pytorch_quantization import nn as qnn
+from pytorch_quantization.calib import HistogramCalibrator
+from pytorch_quantization.nn.modules._utils import QuantInputMixin, QuantMixin
+from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer
+from pytorch_quantization.tensor_quant import QuantDescriptor
+from torch import nn
+
+NUM_BITS = 8
+WEIGHT_AXIS = {nn.ConvTranspose1d: 1, nn.ConvTranspose2d: 1, nn.ConvTranspose3d: 1}  # else 0 (out channels)
+
+# pytorch-quantization's own default map (quant_modules.initialize), applied per module instead of
+# monkey-patching torch.nn; LSTMs are left out (no ONNX Q/DQ path in TensorRT for them).
+NAIVE_MAP = {
+    nn.Conv1d: qnn.QuantConv1d, nn.Conv2d: qnn.QuantConv2d, nn.Conv3d: qnn.QuantConv3d,
+    nn.ConvTranspose1d: qnn.QuantConvTranspose1d, nn.ConvTranspose2d: qnn.QuantConvTranspose2d,
+    nn.ConvTranspose3d: qnn.QuantConvTranspose3d, nn.Linear: qnn.QuantLinear,
+    nn.AvgPool1d: qnn.QuantAvgPool1d, nn.AvgPool2d: qnn.QuantAvgPool2d, nn.AvgPool3d: qnn.QuantAvgPool3d,
+    nn.AdaptiveAvgPool1d: qnn.QuantAdaptiveAvgPool1d, nn.AdaptiveAvgPool2d: qnn.QuantAdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d: qnn.QuantAdaptiveAvgPool3d,
+}
+# Selective quantizes weighted layers and MaxPool (whose two sides share one scale); average pools stay float.
+SELECTIVE_MAP = {
+    **{k: v for k, v in NAIVE_MAP.items() if issubclass(v, QuantMixin)},
+    nn.MaxPool1d: qnn.QuantMaxPool1d, nn.MaxPool2d: qnn.QuantMaxPool2d, nn.MaxPool3d: qnn.QuantMaxPool3d,
+}
+RESIDUAL_SLOTS = ("shortcut_quantizer", "residual_quantizer")  # slots that quantize a residual shortcut
+
+
+class StatsCalibrator(HistogramCalibrator):
+    """pytorch-quantization's histogram calibrator that also keeps the running |max|.
+
+    One collection pass then serves every calibrator: max from the running maximum, percentile / entropy / mse
+    from the histogram.
+    """
+
+    def __init__(self):
+        super().__init__(NUM_BITS, None, False)
+        self.max = None
+
+    def collect(self, x):
+        with torch.no_grad():
+            m = x.detach().abs().max().float().cpu()
+        self.max = m if self.max is None else torch.maximum(self.max, m)
+        super().collect(x)
+
+    def reset(self):
+        super().reset()
+        self.max = None
+
+
+def activation_quantizer() -> TensorQuantizer:
+    """Per-tensor, symmetric INT8 (TensorRT quantizes activations per tensor only)."""
+    q = TensorQuantizer(QuantDescriptor(num_bits=NUM_BITS))
+    q._calibrator = StatsCalibrator()
+    return q
+
+
+def weight_quantizer(axis: int | None) -> TensorQuantizer:
+    """Max-calibrated; axis = output-channel axis for per-channel scales, None for one scale per tensor."""
+    return TensorQuantizer(QuantDescriptor(num_bits=NUM_BITS, axis=axis, calib_method="max"))
+
+
+def twin(module: nn.Module, cls: type) -> nn.Module:
+    """An instance of `cls` (a subclass of the module's class) holding the module's state as is.
+
+    Parameters, buffers and device are the float module's own, and no constructor is re-run, so this works for
+    any module whose quantized class only adds quantizers (pytorch-quantization's, ours, the torchvision blocks).
+    """
+    q = cls.__new__(cls)
+    q.__dict__.update(module.__dict__)
+    for attr in ("_parameters", "_buffers", "_modules"):
+        q.__dict__[attr] = type(module.__dict__[attr])(module.__dict__[attr])
+    return q
+
+
+def swap(module: nn.Module, quant_cls: type) -> nn.Module:
+    """The pytorch-quantization twin of a float layer, with fresh (uncalibrated) quantizers."""
+    q = twin(module, quant_cls)
+    q._input_quantizer = activation_quantizer()
+    if issubclass(quant_cls, QuantMixin):
+        q._weight_quantizer = weight_quantizer(WEIGHT_AXIS.get(type(module), 0))
+    return q
+
+
+def swap_layers(model: nn.Module, mapping: dict) -> nn.Module:
+    """Replace every float module whose exact type is in `mapping` (the root included)."""
+    if type(model) in mapping:
+        return swap(model, mapping[type(model)])
+    for name, child in list(model.named_children()):
+        setattr(model, name, swap_layers(child, mapping))
+    return model
+
+
+class QuantResidualAdd(nn.Module):
+    """branch + Q(shortcut): the residual Add quantized on its shortcut input only (Conv+Add fusion)."""
+
+    def __init__(self):
+        super().__init__()
+        self.shortcut_quantizer = activation_quantizer()
+
+    def forward(self, branch, shortcut):
+        return branch + self.shortcut_quantizer(shortcut)
+
+    def input_slots(self, index: int) -> list[tuple[nn.Module, str]]:
+        return [(self, "shortcut_quantizer")] if index == 1 else []
+
+
+class QuantConcat(nn.Module):
+    """torch.cat with every input quantized by one quantizer, so inputs and output share a scale."""
+
+    def __init__(self, dim: int = 0):
+        super().__init__()
+        self.dim = dim
+        self.input_quantizer = activation_quantizer()
+
+    def forward(self, tensors):
+        return torch.cat([self.input_quantizer(t) for t in tensors], self.dim)
+
+    def input_slots(self, index: int) -> list[tuple[nn.Module, str]]:
+        return [(self, "input_quantizer")]
+
+
+def input_slots(module: nn.Module, index: int = 0) -> list[tuple[nn.Module, str]]:
+    """The slots with which `module` quantizes its `index`-th input (empty when it does not)."""
+    if hasattr(module, "input_slots"):
+        return module.input_slots(index)
+    if isinstance(module, (QuantMixin, QuantInputMixin)) and index == 0:
+        return [(module, "_input_quantizer")]
+    return []
+
+
+def slots(module: nn.Module) -> list[str]:
+    """Names of the module's own quantizer attributes (aliases of one shared quantizer all count)."""
+    return [name for name, child in module._modules.items() if isinstance(child, TensorQuantizer)]
+
+
+def share(slot_list: list[tuple[nn.Module, str]]) -> None:
+    """Put the first slot's quantizer into every slot of the list."""
+    if slot_list:
+        first = getattr(*slot_list[0])
+        for module, attr in slot_list[1:]:
+            setattr(module, attr, first)
+
+
+@contextmanager
+def fb_fake_quant():
+    """Quantize with torch.fake_quantize_* (exported as QuantizeLinear/DequantizeLinear, same math as ORT)."""
+    before = TensorQuantizer.use_fb_fake_quant
+    TensorQuantizer.use_fb_fake_quant = True
+    try:
+        yield
+    finally:
+        TensorQuantizer.use_fb_fake_quant = before

@@ -1,0 +1,125 @@
+"""Reading Q/DQ structure off an ONNX graph: producers, consumers, constant scales and zero-points."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+QUANTIZE, DEQUANTIZE = "QuantizeLinear", "DequantizeLinear"
+WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+class Graph:
+    """Index of one ONNX graph (nodes are in topological order, as onnx.checker requires)."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.model = model
+        self.nodes = list(model.graph.node)
+        self.producer = {out: n for n in self.nodes for out in n.output if out}
+        self.consumers: dict[str, list] = {}
+        for n in self.nodes:
+            for name in n.input:
+                if name:
+                    self.consumers.setdefault(name, []).append(n)
+        self.order = {id(n): i for i, n in enumerate(self.nodes)}
+        self.initializers = {t.name: t for t in model.graph.initializer}
+
+    def const(self, name: str) -> np.ndarray | None:
+        """The value of an initializer or Constant output (through Identity), else None."""
+        if name in self.initializers:
+            return numpy_helper.to_array(self.initializers[name])
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    return numpy_helper.to_array(attr.t)
+        if node is not None and node.op_type == "Identity":
+            return self.const(node.input[0])
+        return None
+
+    def is_const(self, name: str) -> bool:
+        return self.const(name) is not None
+
+    def op_of(self, name: str) -> str | None:
+        node = self.producer.get(name)
+        return node.op_type if node is not None else None
+
+    def dq_scale(self, name: str) -> np.ndarray | None:
+        """The scale of the DequantizeLinear producing `name` (None when not quantized or not constant)."""
+        node = self.producer.get(name)
+        if node is None or node.op_type != DEQUANTIZE or len(node.input) < 2:
+            return None
+        return self.const(node.input[1])
+
+    def quantized(self, name: str) -> bool:
+        return self.op_of(name) == DEQUANTIZE
+
+    def position(self, name: str) -> int:
+        node = self.producer.get(name)
+        return -1 if node is None else self.order[id(node)]
+
+    def inputs_of(self, name: str) -> list[str]:
+        node = self.producer.get(name)
+        return [] if node is None else [i for i in node.input if i and not self.is_const(i)]
+
+
+def _qdq_key(graph: Graph, node) -> tuple:
+    values = tuple(graph.const(i).tobytes() if graph.is_const(i) else i for i in node.input[1:])
+    attrs = tuple(sorted((a.name, onnx.helper.get_attribute_value(a)) for a in node.attribute))
+    return (node.op_type, node.input[0], values, attrs)
+
+
+def merge_duplicate_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
+    """One Q/DQ pair per tensor and scale: a quantizer shared by several consumers is called once per consumer
+    in PyTorch, which exports identical QuantizeLinear (then DequantizeLinear) nodes on the same tensor."""
+    while True:
+        graph = Graph(model)
+        seen, rename, drop = {}, {}, set()
+        for index, node in enumerate(graph.nodes):
+            if node.op_type not in (QUANTIZE, DEQUANTIZE):
+                continue
+            key = _qdq_key(graph, node)
+            if key in seen:
+                rename[node.output[0]] = seen[key]
+                drop.add(index)
+            else:
+                seen[key] = node.output[0]
+        if not drop:
+            return drop_unused(model)
+        kept = []
+        for index, node in enumerate(graph.nodes):
+            if index not in drop:
+                copy = onnx.NodeProto()
+                copy.CopyFrom(node)
+                copy.input[:] = [rename.get(name, name) for name in copy.input]
+                kept.append(copy)
+        del model.graph.node[:]
+        model.graph.node.extend(kept)
+
+
+def drop_unused(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Remove nodes whose outputs nobody reads (the constants of merged Q/DQ pairs), and unused initializers."""
+    graph = model.graph
+    wanted = {o.name for o in graph.output}
+    kept = []
+    for node in reversed(list(graph.node)):
+        if any(o in wanted for o in node.output):
+            kept.append(node)
+            wanted.update(i for i in node.input if i)
+    copies = []
+    for node in reversed(kept):
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copies.append(copy)
+    del graph.node[:]
+    graph.node.extend(copies)
+    inits = [t for t in graph.initializer if t.name in wanted]
+    if len(inits) != len(graph.initializer):
+        copies = []
+        for t in inits:
+            copies.append(onnx.TensorProto())
+            copies[-1].CopyFrom(t)
+        del graph.initializer[:]
+        graph.initializer.extend(copies)
+    return model

@@ -1,0 +1,1 @@
+"""Merge sweep rows from any number of runners into one report (Markdown, HTML, CSV) and gate regressions."""

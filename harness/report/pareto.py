@@ -1,0 +1,25 @@
+"""Which cells are worth having: the latency/accuracy Pareto front within each model, dataset and batch."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+GROUP = ["model", "dataset", "batch"]
+
+
+def accuracy_column(df: pd.DataFrame) -> str:
+    """top-1 where the data has labels; otherwise agreement with the FP32 reference (synthetic data)."""
+    return "top1_pct" if df["top1_pct"].notna().any() else "top1_agreement_pct"
+
+
+def pareto_mask(df: pd.DataFrame) -> pd.Series:
+    """True for ok cells no other ok cell of their group beats on both p50 latency and accuracy."""
+    mask = pd.Series(False, index=df.index)
+    ok = df[(df["status"] == "ok") & df["latency_p50_ms"].notna()]
+    for _, group in ok.groupby(GROUP, dropna=False):
+        group = group[group[accuracy_column(group)].notna()]
+        lat, score = group["latency_p50_ms"], group[accuracy_column(group)]
+        for i in group.index:
+            dominated = ((lat <= lat[i]) & (score >= score[i]) & ((lat < lat[i]) | (score > score[i]))).any()
+            mask[i] = not dominated
+    return mask

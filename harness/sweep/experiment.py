@@ -1,0 +1,217 @@
+"""Experiment files: the YAML that names a sweep's matrix, read strictly so a typo stops the run at once.
+
+Every error names the file, the key and the allowed values; unknown keys are errors, never ignored.
+The format is documented in experiments/README.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.backends.base import PRECISIONS, backend_names
+from harness.errors import HarnessError
+from harness.models.registry import ModelSpec, model_names, resolve_model
+from harness.quantize.config import CALIBRATORS, MODES
+
+QUANTIZED = ("int8", "int8-fp16")  # precisions whose cells expand over quantization modes and calibrators
+CELL_KEYS = ("model", "dataset", "backend", "precision", "mode", "calibrator", "batch")
+SECTIONS = {
+    "quantization": {"modes": ["selective"], "calibrators": ["entropy"], "percentile": 99.99,
+                     "calib_batches": 4, "calib_batch_size": 32},
+    "timing": {"warmup_s": 0.2, "iterations": 50, "duration_s": 1.0, "repeats": 3},
+    "evaluation": {"split": "val", "limit": None},
+    "build": {"max_batch": None, "workspace_mb": 4096, "opt_level": 3},
+}
+TOP_KEYS = ("name", "description", "models", "datasets", "backends", "precisions", "batch_sizes", *SECTIONS,
+            "baseline", "include", "exclude")
+
+
+@dataclass
+class Experiment:
+    """A validated experiment file; `specs` maps each model name to what rebuilds it."""
+
+    path: Path
+    name: str
+    description: str
+    specs: dict[str, ModelSpec]
+    datasets: list[str]
+    backends: list[str]
+    precisions: list[str]
+    batch_sizes: list[int]
+    quantization: dict
+    timing: dict
+    evaluation: dict
+    build: dict
+    baseline: dict
+    include: list[dict] = field(default_factory=list)
+    exclude: list[dict] = field(default_factory=list)
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.specs)
+
+
+class _Reader:
+    """Validation helpers that know which file they read, so every message starts with it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, key: str, message: str) -> HarnessError:
+        return HarnessError(f"{self.path}: {key}: {message}")
+
+    def mapping(self, value, key: str, allowed) -> dict:
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a mapping with keys {', '.join(allowed)}")
+        unknown = [k for k in value if k not in allowed]
+        if unknown:
+            raise self.fail(f"{key}.{unknown[0]}" if key else str(unknown[0]),
+                            f"unknown key; allowed keys: {', '.join(allowed)}")
+        return value
+
+    def values(self, value, key: str, allowed=None, kind=str) -> list:
+        """A scalar or a non-empty list of scalars of `kind`, each in `allowed` when given."""
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            raise self.fail(key, "must not be empty")
+        for i, item in enumerate(items):
+            where = f"{key}[{i}]" if isinstance(value, list) else key
+            if kind is int and (isinstance(item, bool) or not isinstance(item, int) or item < 1):
+                raise self.fail(where, f"{item!r} must be a positive integer")
+            if kind is str and not isinstance(item, str):
+                raise self.fail(where, f"{item!r} must be a string")
+            if allowed is not None and item not in allowed:
+                raise self.fail(where, f"{item!r} is not allowed; use one of {', '.join(map(str, allowed))}")
+        return list(dict.fromkeys(items))
+
+    def number(self, value, key: str, low: float, high: float | None = None, integer: bool = False):
+        ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+        if not ok or value < low or (high is not None and value > high):
+            span = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise self.fail(key, f"{value!r} must be {'an integer' if integer else 'a number'} {span}")
+        return value
+
+
+def _dataset(r: _Reader, name: str, key: str) -> str:
+    if name in ("digits", "synthetic"):
+        return name
+    if name.startswith("imagefolder:"):
+        if not Path(name.split(":", 1)[1]).is_dir():
+            raise r.fail(key, f"{name}: no such directory; give imagefolder:PATH to labelled images")
+        return name
+    raise r.fail(key, f"{name!r} is not allowed; use digits, synthetic or imagefolder:PATH")
+
+
+def _models(r: _Reader, value) -> dict[str, ModelSpec]:
+    allowed = f"{', '.join(model_names())}, package.module:factory"
+    specs: dict[str, ModelSpec] = {}
+    for i, item in enumerate(value if isinstance(value, list) else [value]):
+        key = f"models[{i}]"
+        entry = r.mapping(item, key, ("name", "weights", "input_shape")) if isinstance(item, dict) else item
+        if isinstance(entry, dict):
+            name, weights, shape = entry.get("name"), entry.get("weights"), entry.get("input_shape")
+        else:
+            name, weights, shape = entry, None, None
+        if not isinstance(name, str):
+            raise r.fail(key, f"{name!r} is not a model; use one of {allowed}")
+        if name in specs:
+            raise r.fail(key, f"model {name!r} is listed twice")
+        try:
+            specs[name] = resolve_model(name, None if weights is None else str(weights),
+                                        None if shape is None else str(shape))
+        except HarnessError as exc:
+            raise r.fail(key, exc.message) from None
+    if not specs:
+        raise r.fail("models", f"must list at least one model: {allowed}")
+    return specs
+
+
+def _section(r: _Reader, raw: dict, name: str) -> dict:
+    defaults = SECTIONS[name]
+    given = r.mapping(raw.get(name) or {}, name, tuple(defaults))
+    return {**defaults, **given}
+
+
+def _rules(r: _Reader, raw: dict, key: str, allowed: dict) -> list[dict]:
+    """include/exclude entries: mappings of cell keys to a value or a list of values."""
+    value = raw.get(key) or []
+    if not isinstance(value, list):
+        raise r.fail(key, f"must be a list of mappings with keys {', '.join(CELL_KEYS)}")
+    rules = []
+    for i, entry in enumerate(value):
+        entry = r.mapping(entry, f"{key}[{i}]", CELL_KEYS)
+        if not entry:
+            raise r.fail(f"{key}[{i}]", f"is empty; give some of {', '.join(CELL_KEYS)}")
+        rules.append({k: _cell_values(r, f"{key}[{i}].{k}", k, v, allowed) for k, v in entry.items()})
+    return rules
+
+
+def _cell_values(r: _Reader, key: str, cell_key: str, value, allowed: dict) -> list:
+    if cell_key == "batch":
+        return r.values(value, key, kind=int)
+    if cell_key == "dataset":
+        return [_dataset(r, v, key) for v in r.values(value, key)]
+    return r.values(value, key, allowed[cell_key])
+
+
+def load_experiment(path: Path) -> Experiment:
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot read the experiment file ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise HarnessError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    r = _Reader(path)
+    raw = r.mapping(raw if raw is not None else {}, "", TOP_KEYS)
+    for required in ("models", "precisions"):
+        if required not in raw:
+            raise r.fail(required, "is required")
+    specs = _models(r, raw["models"])
+    quant = _section(r, raw, "quantization")
+    allowed = {"model": list(specs), "backend": backend_names(), "precision": PRECISIONS, "mode": MODES,
+               "calibrator": CALIBRATORS}
+    quant["modes"] = r.values(quant["modes"], "quantization.modes", MODES)
+    quant["calibrators"] = r.values(quant["calibrators"], "quantization.calibrators", CALIBRATORS)
+    r.number(quant["percentile"], "quantization.percentile", 0, 100)
+    r.number(quant["calib_batches"], "quantization.calib_batches", 1, integer=True)
+    r.number(quant["calib_batch_size"], "quantization.calib_batch_size", 1, integer=True)
+    timing = _section(r, raw, "timing")
+    r.number(timing["warmup_s"], "timing.warmup_s", 0)
+    r.number(timing["iterations"], "timing.iterations", 1, integer=True)
+    r.number(timing["duration_s"], "timing.duration_s", 0)
+    r.number(timing["repeats"], "timing.repeats", 1, integer=True)
+    evaluation = _section(r, raw, "evaluation")
+    r.values(evaluation["split"], "evaluation.split", ("val", "calib", "train"))
+    if evaluation["limit"] is not None:
+        r.number(evaluation["limit"], "evaluation.limit", 1, integer=True)
+    build = _section(r, raw, "build")
+    for key, low in (("workspace_mb", 1), ("opt_level", 0)):
+        r.number(build[key], f"build.{key}", low, 5 if key == "opt_level" else None, integer=True)
+    include = _rules(r, raw, "include", allowed)
+    exclude = _rules(r, raw, "exclude", allowed)
+    batch_sizes = r.values(raw.get("batch_sizes", [1]), "batch_sizes", kind=int)
+    largest = max([*batch_sizes, *(b for rule in include for b in rule.get("batch", []))])
+    if build["max_batch"] is None:
+        build["max_batch"] = max(32, largest)
+    elif r.number(build["max_batch"], "build.max_batch", 1, integer=True) < largest:
+        raise r.fail("build.max_batch", f"{build['max_batch']} is below the largest batch size {largest}")
+    baseline = r.mapping(raw.get("baseline") or {"precision": "fp32"}, "baseline",
+                         ("backend", "precision", "mode", "calibrator"))
+    for key, value in baseline.items():
+        if value not in allowed[key]:
+            raise r.fail(f"baseline.{key}", f"{value!r} is not allowed; use one of {', '.join(allowed[key])}")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\ ") or name.startswith("."):
+        raise r.fail("name", f"{name!r} must be a folder name for reports/<name>/ (no spaces or slashes)")
+    return Experiment(
+        path=path, name=name, description=str(raw.get("description", "")), specs=specs,
+        datasets=[_dataset(r, d, "datasets") for d in r.values(raw.get("datasets", ["digits"]), "datasets")],
+        backends=r.values(raw.get("backends", ["cpu"]), "backends", backend_names()),
+        precisions=r.values(raw["precisions"], "precisions", PRECISIONS),
+        batch_sizes=batch_sizes, quantization=quant, timing=timing, evaluation=evaluation, build=build,
+        baseline=baseline, include=include, exclude=exclude,
+    )

@@ -1,0 +1,124 @@
+"""Expand an experiment into cells, give each a content-hashed id, and split the cells into shards."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass, replace
+
+from harness.build import sha256_json
+from harness.errors import HarnessError
+from harness.quantize.config import QuantConfig
+from harness.sweep.experiment import QUANTIZED, Experiment
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the matrix; mode and calibrator are None for unquantized precisions."""
+
+    model: str
+    dataset: str
+    backend: str
+    precision: str
+    mode: str | None
+    calibrator: str | None
+    batch: int
+
+    def settings(self) -> dict:
+        return asdict(self)
+
+    def label(self) -> str:
+        quant = f" {self.mode}/{self.calibrator}" if self.mode else ""
+        return f"{self.model} {self.dataset} {self.backend} {self.precision}{quant} b{self.batch}"
+
+
+def quant_config(exp: Experiment, cell: Cell) -> QuantConfig | None:
+    if cell.precision not in QUANTIZED:
+        return None
+    q = exp.quantization
+    return QuantConfig(mode=cell.mode, calib=cell.calibrator, percentile=float(q["percentile"]),
+                       calib_batches=q["calib_batches"], calib_batch_size=q["calib_batch_size"],
+                       dataset=cell.dataset)
+
+
+def cell_id(exp: Experiment, cell: Cell) -> str:
+    """Hash of everything that shapes the cell's result, so shards and resumed runs name it alike."""
+    quant = quant_config(exp, cell)
+    return sha256_json({"cell": cell.settings(), "model": exp.specs[cell.model].to_dict(),
+                        "quant": quant.to_dict() if quant else None, "timing": exp.timing,
+                        "evaluation": exp.evaluation, "build": exp.build})[:16]
+
+
+def _cells(exp: Experiment, axes: dict[str, list]) -> list[Cell]:
+    """The product of the axes; quantized precisions also take every mode x calibrator, others neither."""
+    cells = []
+    for model, dataset, backend, precision, batch in itertools.product(
+        axes["model"], axes["dataset"], axes["backend"], axes["precision"], axes["batch"]
+    ):
+        if precision in QUANTIZED:
+            for mode, calibrator in itertools.product(axes["mode"], axes["calibrator"]):
+                cells.append(Cell(model, dataset, backend, precision, mode, calibrator, batch))
+        else:
+            cells.append(Cell(model, dataset, backend, precision, None, None, batch))
+    return cells
+
+
+def _matches(cell: Cell, rule: dict) -> bool:
+    return all(getattr(cell, key) in values for key, values in rule.items())
+
+
+def expand(exp: Experiment) -> list[Cell]:
+    """Axes product minus `exclude`, plus `include` slices (each a sub-matrix over the keys it leaves out)."""
+    axes = {"model": exp.models, "dataset": exp.datasets, "backend": exp.backends, "precision": exp.precisions,
+            "batch": exp.batch_sizes, "mode": exp.quantization["modes"],
+            "calibrator": exp.quantization["calibrators"]}
+    cells = [c for c in _cells(exp, axes) if not any(_matches(c, rule) for rule in exp.exclude)]
+    for rule in exp.include:
+        cells += _cells(exp, {**axes, **rule})
+    return list(dict.fromkeys(cells))
+
+
+def baseline_of(exp: Experiment, cell: Cell) -> Cell:
+    """The cell this one is compared against: itself with the experiment's baseline keys substituted."""
+    base = replace(cell, **exp.baseline)
+    if base.precision not in QUANTIZED:
+        base = replace(base, mode=None, calibrator=None)
+    return base
+
+
+def check_baseline(exp: Experiment, cells: list[Cell]) -> None:
+    present = set(cells)
+    if not any(baseline_of(exp, c) in present for c in cells):
+        wanted = ", ".join(f"{k}: {v}" for k, v in exp.baseline.items())
+        raise HarnessError(f"{exp.path}: baseline: {{{wanted}}} matches no cell of the matrix; add it to the "
+                           "matrix or change the baseline")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        k = n = 0
+    if not 1 <= k <= n:
+        raise HarnessError(f"--shard {text!r} must be K/N with 1 <= K <= N, like 1/4")
+    return k, n
+
+
+def work_key(cell: Cell) -> tuple:
+    """Cells with the same work key share calibration and export, so they stay on one shard."""
+    return cell.model, cell.dataset, cell.precision, cell.mode, cell.calibrator
+
+
+def shard(cells: list[Cell], k: int, n: int) -> list[Cell]:
+    """Whole work groups go, largest first, to the least loaded shard: every runner computes the same split."""
+    groups: dict[tuple, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault(work_key(cell), []).append(cell)
+    load = [0] * n
+    mine = set()
+    for key in sorted(groups, key=lambda g: (-len(groups[g]), str(g))):
+        target = min(range(n), key=lambda i: (load[i], i))
+        load[target] += len(groups[key])
+        if target == k - 1:
+            mine.update(groups[key])
+    return [c for c in cells if c in mine]
+

@@ -1,0 +1,104 @@
+"""Real TensorRT on a GPU (`nox -s gpu`): fp32/fp16/int8 digits-resnet engines against the CPU reference.
+
+The CPU reference is ONNX Runtime running the very ONNX the engine was built from, on the same inputs, so the
+comparison isolates TensorRT. Skipped with the reason where there is no CUDA GPU or no tensorrt/pycuda.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.backends.base import BuildOptions
+from harness.backends.cpu import CpuRunner
+from harness.backends.tensorrt import inspector
+from harness.build import build_artifact, load_engine
+from harness.data.datasets import resolve_dataset
+from harness.measure.accuracy import accuracy
+from harness.models.registry import resolve_model
+from harness.quantize.config import QuantConfig
+
+pytestmark = pytest.mark.gpu(tensorrt=True)
+
+SPEC = resolve_model("digits-resnet")
+# precision: (min top-1 agreement with the CPU reference %, min SQNR dB, min top-1 on labels %)
+BOUNDS = {"fp32": (99.5, 40.0, 99.0), "fp16": (99.0, 30.0, 99.0), "int8": (97.0, 15.0, 95.0)}
+
+
+@pytest.fixture(scope="module")
+def gpu_engines(tmp_path_factory):
+    return tmp_path_factory.mktemp("gpu-engines")
+
+
+def build(precision, engines, **options):
+    quant = QuantConfig().to_dict() if precision.startswith("int8") else None
+    return build_artifact(SPEC, "tensorrt", BuildOptions(precision=precision, batch_max=64, **options), engines,
+                        quant=quant)
+
+
+def in_batches(runner, x, size=64):
+    return np.concatenate([runner.infer(x[i:i + size]) for i in range(0, len(x), size)])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_engine_matches_the_cpu_reference_on_the_same_inputs(precision, gpu_engines):
+    meta, _ = build(precision, gpu_engines)
+    assert build(precision, gpu_engines)[1], "the same request again must be a cache hit"
+    x, labels = resolve_dataset("digits", SPEC).take("val", 400)
+    meta, runner = load_engine(meta.artifact)
+    try:
+        got = in_batches(runner, x)
+    finally:
+        runner.close()
+    want = in_batches(CpuRunner(Path(meta.onnx_path)), x)
+    result = accuracy(got, labels, want)
+    agreement, sqnr, top1 = BOUNDS[precision]
+    assert result.top1_agreement >= agreement, result
+    assert result.sqnr_db >= sqnr, result
+    assert result.top1 >= top1, result
+
+
+def test_int8_engine_runs_int8_layers_and_reports_the_shortfall(gpu_engines):
+    meta, _ = build("int8", gpu_engines)
+    _, runner = load_engine(meta.artifact)
+    try:
+        info = inspector.parse_engine_information(runner.engine_information())
+    finally:
+        runner.close()
+    table = inspector.layer_table(info)
+    planned = inspector.int8_planned(Path(meta.onnx_path))
+    facts = inspector.summary(table, planned)
+    assert facts["layers_by_input_precision"].get("INT8", 0) > 0, facts
+    assert facts["int8_planned"] > 0 and facts["int8_not_running_int8"] < facts["int8_planned"], facts
+    assert table["tactic"].str.len().gt(0).all()
+
+
+@pytest.mark.parametrize("opts", [{}, {"cuda_graph": True}, {"no_data_transfers": True}, {"spin_wait": True}])
+def test_trtexec_style_timing_on_the_gpu(gpu_engines, opts):
+    meta, _ = build("fp16", gpu_engines)
+    _, runner = load_engine(meta.artifact)
+    try:
+        t = runner.time(np.zeros((32, 1, 32, 32), np.float32), warmup_s=0.2, iterations=50, duration_s=0.5,
+                        **opts)
+    finally:
+        runner.close()
+    compute = t.components["gpu_compute_ms"]
+    assert t.queries >= 50 and t.wall_s >= 0.5 and (compute > 0).all()
+    assert np.median(t.latency_ms) >= np.median(compute)
+    assert ("h2d_ms" in t.components) == (not opts.get("no_data_transfers"))
+    if opts.get("cuda_graph"):
+        assert "CUDA graph" in t.includes
+
+
+def test_cli_build_bench_eval_inspect(run_cli, gpu_engines):
+    args = ["--model", "digits-resnet", "--precision", "fp16", "--backend", "tensorrt", "--max-batch", 64,
+            "--engines-dir", gpu_engines]
+    built = run_cli("build-engine", *args)
+    assert built.exit_code == 0, built.output
+    engine = built.output.strip().split()[-1]
+    bench = run_cli("bench", engine, "--batch", 32, "--duration", 1, "--cuda-graph")
+    assert bench.exit_code == 0 and "gpu_compute_ms p50_ms" in bench.output, bench.output
+    evaluated = run_cli("eval", engine)
+    assert evaluated.exit_code == 0 and "top1 agreement with fp32 torch" in evaluated.output, evaluated.output
+    inspected = run_cli("inspect-engine", engine)
+    assert inspected.exit_code == 0 and "reformat layers" in inspected.output, inspected.output

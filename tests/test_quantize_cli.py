@@ -1,0 +1,93 @@
+"""quantize -> checkpoint -> build-engine/eval, sensitivity -> --skip-from, qat, and the options' errors."""
+
+import json
+import re
+
+import pytest
+
+from harness.quantize.checkpoint import load
+
+FAST = ("--calib-batches", 2)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from click.testing import CliRunner
+
+    from harness.cli import cli
+
+    root = tmp_path_factory.mktemp("quant")
+    out = root / "d.quant.pt"
+    result = CliRunner().invoke(cli, ["quantize", "--mode", "selective", "--calib", "percentile", *map(str, FAST),
+                                      "--engines-dir", str(root / "engines"), "-o", str(out)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_quantize_writes_config_and_every_amax(checkpoint):
+    path, output = checkpoint
+    ckpt = load(path)
+    assert ckpt["config"]["mode"] == "selective" and ckpt["config"]["calib"] == "percentile"
+    assert "layer1.0.residual_quantizer._amax" not in ckpt["amax"]  # names are quantizers, values their amax
+    assert ckpt["amax"]["layer1.0.residual_quantizer"].numel() == 1
+    assert ckpt["amax"]["layer3.conv2._weight_quantizer"].shape == (64, 1, 1, 1)
+    assert ckpt["skipped"] == ["conv1"]
+    assert re.search(r"residual Adds quantized on the shortcut +4", output)
+
+
+def test_checkpoint_builds_and_evaluates_with_top1_change(run_cli, checkpoint, tmp_path):
+    path, _ = checkpoint
+    built = run_cli("build-engine", "--precision", "int8", "--quant", path, "--engines-dir", tmp_path / "e")
+    assert built.exit_code == 0, built.output
+    artifact = built.output.strip().split()[-1]
+    result = run_cli("eval", artifact, "--json", tmp_path / "e.json")
+    got = json.loads((tmp_path / "e.json").read_text())
+    assert result.exit_code == 0 and "top1 change vs fp32" in result.output
+    assert got["precision"] == "int8" and got["quant"]["checkpoint"] == str(path.resolve())
+    assert got["reference_top1"] == 99.5 and abs(got["top1_delta"]) <= 0.5 and got["sqnr_db"] > 15
+    again = run_cli("build-engine", "--precision", "int8", "--quant", path, "--engines-dir", tmp_path / "e")
+    assert "cache hit" in again.output
+    direct = run_cli("eval", path, "--json", tmp_path / "c.json")  # the checkpoint itself: its int8 cpu engine
+    assert direct.exit_code == 0, direct.output
+    assert json.loads((tmp_path / "c.json").read_text())["top1"] == got["top1"]
+
+
+def test_sensitivity_skip_list_feeds_hybrid_mode(run_cli, tmp_path):
+    skip = tmp_path / "skip.txt"
+    result = run_cli("sensitivity", "--mode", "naive", "--calib", "max", *FAST, "--limit", 32, "--top", 2,
+                     "-o", skip, "--engines-dir", tmp_path / "e", "--json", tmp_path / "s.json")
+    assert result.exit_code == 0, result.output
+    layers = [line.split("#")[0].strip() for line in skip.read_text().splitlines() if not line.startswith("#")]
+    table = json.loads((tmp_path / "s.json").read_text())["layers"]
+    assert len(layers) == 2 and layers == [r["layer"] for r in table[:2]]
+    assert table[0]["gain"] >= table[-1]["gain"]
+    quant = run_cli("quantize", "--mode", "hybrid", "--calib", "max", *FAST, "--skip-from", skip,
+                    "--engines-dir", tmp_path / "e", "-o", tmp_path / "h.pt")
+    assert quant.exit_code == 0, quant.output
+    assert load(tmp_path / "h.pt")["skipped"] == layers
+
+
+def test_qat_reports_before_and_after(run_cli, checkpoint, tmp_path):
+    path, _ = checkpoint
+    result = run_cli("qat", "--quant", path, "--epochs", 1, "--limit", 128, "-o", tmp_path / "qat.pt")
+    assert result.exit_code == 0, result.output
+    extra = load(tmp_path / "qat.pt")["extra"]["qat"]
+    assert extra["epochs"] == 1 and extra["lr"] == pytest.approx(5e-4)
+    assert extra["top1_after"] >= extra["fp32_top1"] - 1.0 and "qat top1 %" in result.output
+    built = run_cli("export", "--precision", "int8", "--quant", tmp_path / "qat.pt", "-o", tmp_path / "q.onnx")
+    assert built.exit_code == 0, built.output  # the fine-tuned weights travel in the checkpoint
+
+
+@pytest.mark.parametrize("args, message", [
+    (("export", "--precision", "fp16", "--mode", "naive", "-o", "x.onnx"), "float precision"),
+    (("export", "--precision", "int8", "--quant", "nope.pt", "-o", "x.onnx"), "no such file"),
+    (("build-engine", "--precision", "int8", "--quant", "{ckpt}", "--calib", "max"), "already holds"),
+    (("quantize", "--skip-from", "missing.txt"), "--skip-from missing.txt"),
+    (("quantize", "--override", "fc"), "--override 'fc'"),
+    (("export", "--model", "resnet18", "--precision", "int8", "--quant", "{ckpt}", "-o", "x.onnx"),
+     "was made for digits-resnet"),
+])
+def test_bad_quantization_options_are_one_line_errors(run_cli, checkpoint, args, message):
+    result = run_cli(*[str(checkpoint[0]) if a == "{ckpt}" else a for a in args])
+    assert result.exit_code == 2 and message in result.output, result.output

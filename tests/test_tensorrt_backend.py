@@ -1,0 +1,283 @@
+"""The TensorRT backend on CPU, through test doubles of tensorrt 10.x/11.x and pycuda (tests/fakes)."""
+
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fakes.tiny_onnx import tiny_onnx
+
+from harness.backends.base import BuildOptions, Timing, get_backend
+from harness.build import build_artifact, load_engine, sha256_file
+from harness.errors import HarnessError
+from harness.measure.latency import latency_stats
+from harness.models.registry import resolve_model
+
+VERSIONS = ["10.9.0", "11.0.0"]
+OPTIONS = BuildOptions(batch_min=1, batch_opt=8, batch_max=32, workspace_mb=512, opt_level=4)
+
+
+@pytest.fixture
+def onnx_file(tmp_path):
+    return tiny_onnx(tmp_path / "tiny.onnx")
+
+
+def build(tmp_path, onnx_file, options=OPTIONS):
+    return build_artifact(resolve_model("digits-resnet"), "tensorrt", options, tmp_path / "engines",
+                        onnx_path=onnx_file)
+
+
+def expected_logits(x):
+    return x.reshape(len(x), -1).mean(axis=1, keepdims=True) * np.arange(1, 11)
+
+
+@pytest.mark.parametrize("version, flags", [("10.9.0", 1 << 1), ("11.0.0", 1 << 0)])
+def test_strong_typing_is_requested_by_flag_name(fake_gpu, tmp_path, onnx_file, version, flags):
+    gpu, trt = fake_gpu(version)
+    get_backend("tensorrt").build(onnx_file, tmp_path / "a.engine", OPTIONS)
+    assert ("create_network", flags) in gpu.calls
+    assert flags == 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_builder_sets_profile_workspace_level_verbosity_and_timing_cache(fake_gpu, tmp_path, onnx_file, version):
+    gpu, trt = fake_gpu(version)
+    get_backend("tensorrt").build(onnx_file, tmp_path / "a.engine", OPTIONS)
+    assert ("set_shape", "input", (1, 1, 32, 32), (8, 1, 32, 32), (32, 1, 32, 32)) in gpu.calls
+    assert ("set_memory_pool_limit", trt.MemoryPoolType.WORKSPACE, 512 << 20) in gpu.calls
+    assert (tmp_path / "tensorrt-timing.cache").read_bytes().startswith(b"FAKETC")
+    plan = trt.Runtime(None).deserialize_cuda_engine((tmp_path / "a.engine").read_bytes()).plan
+    assert plan["strongly_typed"]
+
+
+def test_builder_config_values(fake_gpu, tmp_path, onnx_file, monkeypatch):
+    """The config object itself: opt level and DETAILED verbosity (needed for the inspector's per-layer JSON)."""
+    gpu, trt = fake_gpu("11.0.0")
+    seen = {}
+    original = trt.Builder.build_serialized_network
+
+    def spy(self, network, config):
+        seen.update(level=config.builder_optimization_level, verbosity=config.profiling_verbosity)
+        return original(self, network, config)
+
+    monkeypatch.setattr(trt.Builder, "build_serialized_network", spy)
+    get_backend("tensorrt").build(onnx_file, tmp_path / "a.engine", OPTIONS)
+    assert seen == {"level": 4, "verbosity": trt.ProfilingVerbosity.DETAILED}
+
+
+def test_fakes_lack_the_removed_apis_and_harness_never_names_them(fake_gpu):
+    _, trt10 = fake_gpu("10.9.0")
+    _, trt11 = fake_gpu("11.0.0")
+    config = trt10.Builder(trt10.Logger()).create_builder_config()
+    with pytest.raises(AttributeError):
+        config.max_workspace_size = 1 << 30
+    assert not hasattr(trt10.Builder, "build_engine") and not hasattr(trt10.ICudaEngine, "num_bindings")
+    assert not hasattr(trt10.IExecutionContext, "execute_async_v2")
+    assert not hasattr(trt11.BuilderFlag, "FP16") and not hasattr(trt11.BuilderFlag, "INT8")
+    assert not hasattr(trt11.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH")
+    assert hasattr(trt10.BuilderFlag, "FP16")  # the 10.x double still has what 10.x has
+
+    # The before-stop hook's list of TensorRT APIs removed in 10/11.
+    banned = re.compile(r"execute_async_v2|get_binding_(index|shape|dtype|name)|max_workspace_size|build_engine\(|"
+                        r"num_bindings|binding_is_input|EXPLICIT_BATCH|IInt8\w*Calibrator|int8_calibrator|"
+                        r"BuilderFlag\.(FP16|INT8|BF16|FP8|OBEY_PRECISION)|platform_has_fast")
+    package = Path(__file__).resolve().parents[1] / "harness"
+    hits = [f"{p}:{m.group()}" for p in package.rglob("*.py") for m in banned.finditer(p.read_text())]
+    assert hits == []
+
+
+def test_parser_failure_names_the_node_and_the_reason(fake_gpu, tmp_path):
+    fake_gpu("10.9.0")
+    bad = tiny_onnx(tmp_path / "bad.onnx", unsupported=True)
+    with pytest.raises(HarnessError, match=r"node '/custom/FakeUnsupported' \(FakeUnsupported\): No importer"):
+        get_backend("tensorrt").build(bad, tmp_path / "a.engine", OPTIONS)
+
+
+def test_without_a_gpu_the_errors_say_so(fake_gpu, tmp_path, onnx_file):
+    gpu, _ = fake_gpu("10.9.0")
+    gpu.present = False
+    backend = get_backend("tensorrt")
+    with pytest.raises(HarnessError, match="no usable CUDA GPU"):
+        backend.device()
+    with pytest.raises(HarnessError, match="needs a CUDA GPU"):
+        backend.build(onnx_file, tmp_path / "a.engine", OPTIONS)
+
+
+def test_missing_pycuda_is_one_line_naming_the_extra(fake_gpu, monkeypatch, run_cli):
+    fake_gpu("10.9.0")
+    monkeypatch.setitem(sys.modules, "pycuda", None)
+    result = run_cli("build-engine", "--backend", "tensorrt")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: pycuda is not installed: install it with pip install -e '.[gpu]'")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_same_request_hits_the_cache_and_damaged_engines_are_rebuilt(fake_gpu, tmp_path, onnx_file, version):
+    gpu, _ = fake_gpu(version)
+    meta, hit = build(tmp_path, onnx_file)
+    assert not hit and meta.versions["tensorrt"] == version
+    assert meta.device == {"gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+    assert build(tmp_path, onnx_file)[1] and gpu.count("build_serialized_network") == 1
+
+    engine = Path(meta.artifact)
+    good = engine.read_bytes()
+    engine.write_bytes(good[: len(good) // 2])  # truncated
+    with pytest.raises(HarnessError, match="truncated or modified"):
+        load_engine(engine)
+    assert not build(tmp_path, onnx_file)[1] and engine.read_bytes() == good
+
+    engine.write_bytes(good[:-1] + b"!")  # same size, other bytes
+    assert not build(tmp_path, onnx_file)[1] and sha256_file(engine) == meta.artifact_sha256
+    assert gpu.count("build_serialized_network") == 3
+
+
+def test_key_covers_tensorrt_version_and_gpu(fake_gpu, tmp_path, onnx_file):
+    fake_gpu("10.9.0")
+    a, _ = build(tmp_path, onnx_file)
+    fake_gpu("11.0.0")
+    b, _ = build(tmp_path, onnx_file)
+    fake_gpu("11.0.0", name="NVIDIA L4", capability=(8, 9))
+    c, _ = build(tmp_path, onnx_file)
+    assert len({a.artifact, b.artifact, c.artifact}) == 3
+
+
+def test_timing_cache_is_reused_and_a_foreign_one_replaced(fake_gpu, tmp_path, onnx_file):
+    gpu, _ = fake_gpu("10.9.0")
+    build(tmp_path, onnx_file)
+    build(tmp_path, onnx_file, BuildOptions(batch_max=16))
+    loaded = [c[1] for c in gpu.calls if c[0] == "create_timing_cache"]
+    assert loaded[0] == b"" and loaded[1] == b'FAKETC1'
+    (tmp_path / "engines" / "tensorrt-timing.cache").write_bytes(b"another GPU's cache")
+    build(tmp_path, onnx_file, BuildOptions(batch_max=8))
+    assert (tmp_path / "engines" / "tensorrt-timing.cache").read_bytes() == b"FAKETC1"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_runtime_binds_every_tensor_by_name_and_runs_on_its_own_stream(fake_gpu, tmp_path, onnx_file, version):
+    gpu, _ = fake_gpu(version)
+    meta, _ = build(tmp_path, onnx_file)
+    _, runner = load_engine(meta.artifact)
+    x = np.random.default_rng(0).standard_normal((3, 1, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(runner.infer(x), expected_logits(x), rtol=1e-5)
+
+    assert {c[1] for c in gpu.calls if c[0] == "set_tensor_address"} == {"input", "logits"}
+    assert ("set_input_shape", "input", (3, 1, 32, 32), True) in gpu.calls
+    handles = {c[1] for c in gpu.calls if c[0] == "execute_async_v3"}
+    assert handles == {runner.stream.handle} and 0 not in handles
+    assert {c[2] for c in gpu.calls if c[0].startswith("memcpy_") and c[0].endswith("_async")} == handles
+    runner.close()
+    assert gpu.count("ctx.push") == gpu.count("ctx.pop") == 1
+
+
+def test_a_batch_outside_the_profile_and_a_foreign_engine_are_refused(fake_gpu, tmp_path, onnx_file):
+    fake_gpu("10.9.0")
+    meta, _ = build(tmp_path, onnx_file)
+    _, runner = load_engine(meta.artifact)
+    with pytest.raises(HarnessError, match="outside the engine's profile"):
+        runner.infer(np.zeros((33, 1, 32, 32), np.float32))
+    fake_gpu("11.0.0")  # a 10.x plan does not deserialize on 11.x
+    with pytest.raises(HarnessError, match="cannot deserialize"):
+        get_backend("tensorrt").load(Path(meta.artifact), OPTIONS)
+
+
+@pytest.fixture
+def runner_for(fake_gpu, tmp_path, onnx_file):
+    def make(**kwargs):
+        gpu, _ = fake_gpu("10.9.0", **kwargs)
+        meta, _ = build(tmp_path, onnx_file)
+        return gpu, load_engine(meta.artifact)[1]
+
+    return make
+
+
+X = np.ones((8, 1, 32, 32), np.float32)
+
+
+def test_timing_reports_compute_apart_from_copies_and_host(runner_for):
+    gpu, runner = runner_for(compute_ms=(1.0,), copy_ms=0.1)
+    t = runner.time(X, warmup_s=0.0, iterations=25, duration_s=0.0)
+    assert t.queries == 25 and t.batch == 8 and t.wall_s > 0
+    np.testing.assert_allclose(t.components["gpu_compute_ms"], 1.0)
+    np.testing.assert_allclose(t.components["h2d_ms"], 0.1)
+    np.testing.assert_allclose(t.components["d2h_ms"], 0.1)
+    np.testing.assert_allclose(t.latency_ms, 1.2)
+    assert (t.components["enqueue_ms"] > 0).all() and (t.components["host_ms"] > 0).all()
+    assert "latency = H2D + GPU compute + D2H" in t.includes and "throughput = samples / host wall" in t.includes
+    assert {c[1] for c in gpu.calls if c[0] == "Event"} == {1} and gpu.count("event.query") == 0  # BLOCKING_SYNC
+
+
+def test_no_data_transfers_times_the_engine_alone(runner_for):
+    gpu, runner = runner_for()
+    t = runner.time(X, warmup_s=0.0, iterations=10, duration_s=0.0, no_data_transfers=True)
+    assert "h2d_ms" not in t.components and "d2h_ms" not in t.components
+    np.testing.assert_allclose(t.latency_ms, t.components["gpu_compute_ms"])
+    assert gpu.count("memcpy_htod_async") == 0 and gpu.count("memcpy_htod") == 1
+    assert "GPU compute only" in t.includes
+
+
+def test_cuda_graph_is_captured_after_one_plain_enqueue(runner_for):
+    gpu, runner = runner_for()
+    t = runner.time(X, warmup_s=0.0, iterations=10, duration_s=0.0, cuda_graph=True)
+    names = [c[0] for c in gpu.calls]
+    first_capture = names.index("begin_capture")
+    assert "execute_async_v3" in names[:first_capture]
+    assert names[first_capture + 1:first_capture + 3] == ["execute_async_v3", "end_capture"]
+    assert gpu.count("graph.launch") >= 10 and gpu.count("execute_async_v3") == 2
+    np.testing.assert_allclose(t.components["gpu_compute_ms"], 1.0)
+    assert "CUDA graph launch" in t.includes
+    np.testing.assert_allclose(runner.buffers.host["logits"], expected_logits(X), rtol=1e-5)
+
+
+def test_failed_capture_falls_back_to_plain_enqueue(runner_for):
+    gpu, runner = runner_for()
+    gpu.capture_fails = True
+    t = runner.time(X, warmup_s=0.0, iterations=10, duration_s=0.0, cuda_graph=True)
+    assert "CUDA graph capture failed (cuStreamEndCapture failed" in t.includes
+    assert gpu.count("graph.launch") == 0 and gpu.count("execute_async_v3") >= 11
+    np.testing.assert_allclose(t.components["gpu_compute_ms"], 1.0)
+
+
+def test_spin_wait_polls_events_instead_of_blocking(runner_for):
+    gpu, runner = runner_for()
+    runner.time(X, warmup_s=0.0, iterations=10, duration_s=0.0, spin_wait=True)
+    assert {c[1] for c in gpu.calls if c[0] == "Event"} == {0}
+    assert gpu.count("event.query") >= 2 * 10 and gpu.count("event.synchronize") == 0
+
+
+def test_warmup_and_duration_bound_the_loop(runner_for):
+    _, runner = runner_for()
+    t = runner.time(X, warmup_s=0.05, iterations=1, duration_s=0.1)
+    assert t.wall_s >= 0.1 and t.queries > 1
+
+
+def test_trtexec_cv_threshold_and_warnings(runner_for):
+    _, runner = runner_for(compute_ms=(1.0, 1.1))
+    stats = latency_stats(runner.time(X, warmup_s=0.0, iterations=40, duration_s=0.0))
+    assert 0.025 < stats.latency_cv < 0.05 and runner.cv_warn == 0.025
+    assert any("> 2.5 %" in w for w in stats.warnings(runner.cv_warn))
+    assert stats.warnings() == []  # the CPU default (5 %) would not have warned
+
+    steady = np.full(10, 1.0)
+    enqueue_bound = Timing(steady, 1.0, 1, "", {"gpu_compute_ms": steady, "enqueue_ms": steady * 0.9})
+    assert any("--cuda-graph" in w for w in latency_stats(enqueue_bound).warnings())
+    transfer_bound = Timing(steady, 1.0, 1, "", {"gpu_compute_ms": steady, "h2d_ms": steady * 2})
+    assert any("--no-data-transfers" in w for w in latency_stats(transfer_bound).warnings())
+
+
+def test_cli_build_bench_eval_on_tensorrt(fake_gpu, run_cli, digits_engine, engines_dir):
+    fake_gpu("10.9.0", compute_ms=(1.0, 1.1))
+    args = ["build-engine", "--backend", "tensorrt", "--engines-dir", engines_dir, "--max-batch", 64]
+    built = run_cli(*args)
+    assert built.exit_code == 0 and "built in" in built.output
+    again = run_cli(*args)
+    engine = again.output.strip().split()[-1]
+    assert again.output.startswith("cache hit") and engine.endswith(".engine")
+
+    bench = run_cli("bench", engine, "--warmup", 0, "--iterations", 20, "--duration", 0, "--cuda-graph")
+    assert bench.exit_code == 0, bench.output
+    assert "latency = H2D + GPU compute + D2H" in bench.output and "gpu_compute_ms p50_ms" in bench.output
+    assert "h2d_ms p99_ms" in bench.output and "CUDA graph launch" in bench.output and "> 2.5 %" in bench.output
+    evaluated = run_cli("eval", engine, "--limit", 64)
+    assert evaluated.exit_code == 0 and "top1 agreement with fp32 torch" in evaluated.output
