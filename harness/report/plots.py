@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pandas as pd
 
 from harness.report.pareto import GROUP, accuracy_column, pareto_mask
@@ -35,33 +36,40 @@ def short_label(row) -> str:
 
 
 def latency_accuracy(df: pd.DataFrame) -> bytes | None:
-    """One panel per model, dataset and batch: p50 latency against accuracy, the Pareto front joined up."""
+    """One row per model, dataset and batch: p50 latency against accuracy (Pareto front joined up), and
+    against SQNR, which separates calibrators when top-1 cannot (an easy data set, few samples)."""
     ok = df[df["status"] == "ok"]
     groups = list(ok.groupby(GROUP, dropna=False))
     if not groups:
         return None
     plt = _pyplot()
-    cols = min(2, len(groups))
-    rows = (len(groups) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.5 * rows), squeeze=False)
+    fig, axes = plt.subplots(len(groups), 2, figsize=(13, 4.5 * len(groups)), squeeze=False)
     front = pareto_mask(df)
-    for ax, ((model, dataset, batch), g) in zip(axes.flat, groups, strict=False):
+    for (ax, ax_sqnr), ((model, dataset, batch), g) in zip(axes, groups, strict=False):
         acc = accuracy_column(g)
+        sqnr = pd.to_numeric(g["sqnr_db"], errors="coerce").replace([np.inf, -np.inf], np.nan)
         for (precision, backend), part in g.groupby(["precision", "backend"]):
-            ax.scatter(part["latency_p50_ms"], part[acc], label=f"{backend} {precision}", s=40,
-                       color=PRECISION_COLORS.get(precision, "gray"), marker=BACKEND_MARKERS.get(backend, "D"))
+            style = {"label": f"{backend} {precision}", "s": 40, "color": PRECISION_COLORS.get(precision, "gray"),
+                     "marker": BACKEND_MARKERS.get(backend, "D")}
+            ax.scatter(part["latency_p50_ms"], part[acc], **style)
+            ax_sqnr.scatter(part["latency_p50_ms"], sqnr[part.index], **style)
         best = g[front[g.index]].sort_values("latency_p50_ms")
         ax.plot(best["latency_p50_ms"], best[acc], "k--", lw=1, label="Pareto front")
         for _, r in best.iterrows():
             ax.annotate(short_label(r), (r["latency_p50_ms"], r[acc]), fontsize=7, xytext=(4, 4),
                         textcoords="offset points")
-        ax.set_xlabel("p50 latency (ms)")
+        for _, r in g[sqnr.notna()].iterrows():
+            ax_sqnr.annotate(short_label(r), (r["latency_p50_ms"], sqnr[r.name]), fontsize=6, xytext=(3, 3),
+                             textcoords="offset points")
+        ax.set_ylim(top=min(100.5, ax.get_ylim()[1]))
         ax.set_ylabel("top-1 (%)" if acc == "top1_pct" else "top-1 agreement with FP32 (%)")
+        ax_sqnr.set_ylabel("SQNR against FP32 PyTorch (dB)")
         ax.set_title(f"{model} on {dataset}, batch {batch}", fontsize=10)
-        ax.grid(alpha=0.3)
+        ax_sqnr.set_title(f"{model} on {dataset}, batch {batch}: output fidelity", fontsize=10)
+        for a in (ax, ax_sqnr):
+            a.set_xlabel("p50 latency (ms)")
+            a.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(groups):]:
-        ax.axis("off")
     return _png(fig)
 
 
