@@ -2,15 +2,42 @@
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
 from harness import __version__
-from harness.commands import engine_inspect, pipeline, quantize, report, sweep
 from harness.errors import HarnessError
+
+# name -> module:attribute; a command's module (and torch behind it) is imported only when that command runs,
+# so `harness sweep` on a finished experiment or `harness report` start in about a second.
+COMMANDS = {
+    "train": "pipeline:train",
+    "export": "pipeline:export",
+    "build-engine": "pipeline:build_engine_cmd",
+    "bench": "pipeline:bench",
+    "eval": "pipeline:eval_cmd",
+    "quantize": "quantize:quantize",
+    "sensitivity": "quantize:sensitivity",
+    "qat": "quantize:qat",
+    "inspect": "quantize:inspect_cmd",
+    "inspect-engine": "engine_inspect:inspect_engine",
+    "sweep": "sweep:sweep",
+    "report": "report:report",
+}
 
 
 class Group(click.Group):
-    """Turns unexpected exceptions into one line too; --debug shows the traceback instead."""
+    """Loads commands lazily, and turns unexpected exceptions into one line too (--debug: the traceback)."""
+
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, _, attr = COMMANDS[name].partition(":")
+        return getattr(importlib.import_module(f"harness.commands.{module}"), attr)
 
     def invoke(self, ctx):
         try:
@@ -35,12 +62,6 @@ def cli(ctx, debug):
     Pipeline: model -> quantize -> export -> build-engine -> bench / eval -> sweep -> report.
     """
     ctx.obj = {"debug": debug}
-
-
-for command in (pipeline.train, pipeline.export, pipeline.build_engine_cmd, pipeline.bench, pipeline.eval_cmd,
-                engine_inspect.inspect_engine, sweep.sweep, report.report, quantize.quantize, quantize.sensitivity,
-                quantize.qat, quantize.inspect_cmd):
-    cli.add_command(command)
 
 
 def main() -> None:

@@ -46,9 +46,12 @@ def test_sweep_writes_rows_tables_and_report_and_records_failures(run_cli, tiny_
 
     before = row_files(root)
     again = run_cli("sweep", tiny_experiment(), "--engines-dir", engines_dir)
-    assert "skipped 4 finished cell(s)" in again.output and "ran 0 cells" in again.output
-    assert "report.html is up to date" in again.output
+    assert "all 4 cells finished; reports/tiny/report.html is up to date" in again.output
     assert row_files(root) == before
+    retry = run_cli("sweep", tiny_experiment(), "--engines-dir", engines_dir, "--retry-failed")
+    assert "ran 2 cells (2 failed), skipped 2 finished" in retry.output
+    ok_ids = set(ok["cell_id"])
+    assert {k: v for k, v in row_files(root).items() if k in ok_ids} == {k: before[k] for k in ok_ids}
 
 
 def test_kill_9_mid_sweep_then_rerun_finishes_the_rest_without_redoing_cells(tiny_experiment, engines_dir):

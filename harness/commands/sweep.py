@@ -24,7 +24,6 @@ def sweep(experiment_file, shard, dry_run, retry_failed, reports_dir, engines_di
     from harness.sweep.experiment import load_experiment
     from harness.sweep.matrix import check_baseline, expand, parse_shard
     from harness.sweep.matrix import shard as shard_cells
-    from harness.sweep.runner import Workspace, run_sweep
     from harness.sweep.store import ResultStore
 
     exp = load_experiment(experiment_file)
@@ -32,9 +31,16 @@ def sweep(experiment_file, shard, dry_run, retry_failed, reports_dir, engines_di
     check_baseline(exp, matrix)
     cells = shard_cells(matrix, *parse_shard(shard)) if shard else matrix
     store = ResultStore(reports_dir / exp.name)
-    ws = Workspace(exp, engines_dir, store, log=lambda m: click.echo(m, err=True))
     where = f" (shard {shard}: {len(cells)} of {len(matrix)})" if shard else ""
     click.echo(f"{exp.name}: {len(matrix)} cells{where} -> {store.root}", err=True)
+    report = store.root / "report.html"
+    if not dry_run and _all_finished(exp, cells, store, retry_failed) and store.report_is_current(report):
+        # Nothing to run or render: answer without loading torch, ONNX Runtime or the backends.
+        click.echo(f"all {len(cells)} cells finished; {report} is up to date")
+        return
+    from harness.sweep.runner import Workspace, run_sweep
+
+    ws = Workspace(exp, engines_dir, store, log=lambda m: click.echo(m, err=True))
     if dry_run:
         _print_plan(ws, cells, retry_failed)
         return
@@ -45,7 +51,6 @@ def sweep(experiment_file, shard, dry_run, retry_failed, reports_dir, engines_di
     click.echo(f"ran {result.ran} cells ({result.failed} failed), skipped {result.skipped} finished")
     for path in (result.table, result.table.with_suffix(".parquet")):
         click.echo(f"wrote {path}")
-    report = store.root / "report.html"
     if result.ran == 0 and store.report_is_current(report):
         click.echo(f"{report} is up to date")
         return
@@ -55,6 +60,14 @@ def sweep(experiment_file, shard, dry_run, retry_failed, reports_dir, engines_di
     for path in write_report(load_results([store.root]), store.root, f"harness sweep: {exp.name}",
                              tables=False).values():
         click.echo(f"wrote {path}")
+
+
+def _all_finished(exp, cells, store, retry_failed: bool) -> bool:
+    from harness.sweep.matrix import cell_id
+
+    rows = store.rows()
+    status = [rows.get(cell_id(exp, c), {}).get("status") for c in cells]
+    return all(s == "ok" or (s is not None and not retry_failed) for s in status)
 
 
 def _print_plan(ws, cells, retry_failed) -> None:

@@ -3,8 +3,7 @@
 import torch.nn as nn
 from torchvision.models.resnet import BasicBlock
 
-INPUT_SHAPE = (1, 32, 32)
-NUM_CLASSES = 10
+from harness.models.registry import DIGITS_CLASSES, DIGITS_INPUT_SHAPE
 
 
 def _stage(inplanes: int, planes: int, stride: int) -> BasicBlock:
@@ -17,9 +16,9 @@ def _stage(inplanes: int, planes: int, stride: int) -> BasicBlock:
 
 
 class DigitsResNet(nn.Module):
-    def __init__(self, num_classes: int = NUM_CLASSES, width: int = 16):
+    def __init__(self, num_classes: int = DIGITS_CLASSES, width: int = 16):
         super().__init__()
-        self.conv1 = nn.Conv2d(INPUT_SHAPE[0], width, 3, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(DIGITS_INPUT_SHAPE[0], width, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.layer1 = nn.Sequential(_stage(width, width, 1), _stage(width, width, 1))

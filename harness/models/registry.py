@@ -6,15 +6,18 @@ import importlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    import torch
 
 BUNDLED_WEIGHTS = Path(__file__).parent / "weights" / "digits_resnet.pt"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TORCHVISION = ("resnet18", "resnet50", "mobilenet_v2")
+DIGITS_INPUT_SHAPE, DIGITS_CLASSES = (1, 32, 32), 10
 
 
 @dataclass(frozen=True)
@@ -62,9 +65,7 @@ def resolve_model(name: str, weights: str | None = None, input_shape: str | None
     if shape is not None and len(shape) != 3:
         raise HarnessError(f"--input-shape {input_shape!r} must be CxHxW, like 3x224x224")
     if name == "digits-resnet":
-        from harness.models import digits_resnet as d
-
-        return ModelSpec(name, weights, d.INPUT_SHAPE, d.NUM_CLASSES, (0.5,), (0.5,))
+        return ModelSpec(name, weights, DIGITS_INPUT_SHAPE, DIGITS_CLASSES, (0.5,), (0.5,))
     if name in TORCHVISION:
         return ModelSpec(name, weights, shape or (3, 224, 224))
     if ":" in name:
@@ -88,6 +89,8 @@ def _factory(name: str):
 
 
 def _load_state(model: torch.nn.Module, path: str | Path) -> None:
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
@@ -110,13 +113,17 @@ def _load_state(model: torch.nn.Module, path: str | Path) -> None:
 @contextmanager
 def _seeded(seed: int = 0):
     """Random initial weights are seeded so the exported model and the eval reference are the same model."""
+    import torch
+
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         yield
 
 
 def load_model(spec: ModelSpec) -> torch.nn.Module:
-    """Build the float model in eval mode on CPU."""
+    """Build the float model in eval mode on CPU (torch is imported here, not at start-up, to keep the CLI quick)."""
+    import torch
+
     if spec.name == "digits-resnet":
         from harness.models.digits_resnet import DigitsResNet
 
