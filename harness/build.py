@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -13,6 +12,7 @@ from pathlib import Path
 from harness import __version__
 from harness.backends.base import BuildOptions, Runner, get_backend
 from harness.errors import HarnessError
+from harness.fileio import atomic_write
 from harness.models.registry import ModelSpec
 
 ENGINES_DIR = Path("engines")
@@ -51,7 +51,7 @@ class EngineMeta:
         return BuildOptions(**self.options)
 
     def save(self, path: Path) -> None:
-        _atomic_write(path, json.dumps(asdict(self), indent=2, sort_keys=True).encode())
+        atomic_write(path, json.dumps(asdict(self), indent=2, sort_keys=True).encode())
 
     @classmethod
     def load(cls, path: Path) -> EngineMeta:
@@ -71,13 +71,6 @@ def sha256_file(path: Path) -> str:
 
 def sha256_json(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def library_versions() -> dict[str, str]:
@@ -177,17 +170,11 @@ def build_artifact(
         return meta, True
     if log:
         log(f"building {backend_name} artifact {artifact.name}")
-    engines_dir.mkdir(parents=True, exist_ok=True)
-    tmp = artifact.with_name(artifact.name + f".{os.getpid()}.tmp")
     start = time.perf_counter()
-    try:
-        if build_from_spec:
-            build_from_spec(spec, tmp, options)
-        else:
-            backend.build(Path(onnx_path), tmp, options)
-        os.replace(tmp, artifact)
-    finally:
-        tmp.unlink(missing_ok=True)
+    if build_from_spec:
+        atomic_write(artifact, lambda tmp: build_from_spec(spec, tmp, options))
+    else:
+        atomic_write(artifact, lambda tmp: backend.build(Path(onnx_path), tmp, options))
     meta = EngineMeta(
         key=key, backend=backend_name, precision=options.precision, model=spec.to_dict(),
         input_name="input", input_shape=list(spec.input_shape),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import onnx
 import torch
 
 from harness.errors import HarnessError
+from harness.fileio import atomic_write
 
 OPSET = 17  # TensorRT 10/11 parse 9..24; >= 13 for per-channel Q/DQ
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -54,12 +54,7 @@ def export_onnx(
         raise HarnessError(f"exported ONNX fails onnx.checker: {str(exc).splitlines()[0]}") from exc
     got = run_onnx(buf.getvalue(), sample)
     compare_outputs(expected, got, rtol, atol, what="ONNX Runtime vs PyTorch")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, out)
-    return out
+    return atomic_write(Path(out), buf.getvalue())
 
 
 def run_onnx(model: bytes | str | Path, x: np.ndarray) -> np.ndarray:

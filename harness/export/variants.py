@@ -19,6 +19,7 @@ from harness.data.datasets import SyntheticDataset
 from harness.errors import HarnessError
 from harness.export.onnx_export import compare_outputs, export_onnx, run_onnx
 from harness.export.precision import FP16_QDQ_OPSET, to_fp16
+from harness.fileio import atomic_write
 from harness.models.registry import ModelSpec, load_model
 
 QDQ_OPSET = FP16_QDQ_OPSET  # >= 13 for per-channel axis, >= 19 for FP16 into QuantizeLinear: one opset for both
@@ -80,10 +81,7 @@ def export_variant(spec: ModelSpec, precision: str, out: Path, quant: dict | Non
         proto = to_fp16(proto)
     data = proto.SerializeToString()
     compare_outputs(expected, run_onnx(data, sample), rtol, atol, what=f"{precision} ONNX Runtime vs PyTorch")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, out)
+    atomic_write(out, data)
     return out
 
 

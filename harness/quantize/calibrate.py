@@ -7,7 +7,6 @@ sweep over calibrators costs one pass. Weights are max-calibrated per output cha
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -16,6 +15,7 @@ from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer
 from torch import nn
 
 from harness.errors import HarnessError
+from harness.fileio import atomic_write
 from harness.quantize.amax import compute_amax
 from harness.quantize.config import QuantConfig
 from harness.quantize.modules import RESIDUAL_SLOTS, StatsCalibrator, slots, weight_quantizer
@@ -149,8 +149,5 @@ def cached_stats(path: Path, collect) -> dict[str, dict]:
         except Exception:  # a damaged cache entry is recollected, never trusted
             path.unlink(missing_ok=True)
     stats = collect()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    torch.save(stats, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(stats, tmp))
     return stats

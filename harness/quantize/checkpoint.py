@@ -8,7 +8,6 @@ model x calibration reuse one calibration.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from torch import nn
 
 from harness.build import library_versions, sha256_file, sha256_json
 from harness.errors import HarnessError
+from harness.fileio import atomic_write
 from harness.models.registry import BUNDLED_WEIGHTS, ModelSpec, load_model
 from harness.quantize.calibrate import (
     _set_amax,
@@ -106,10 +106,7 @@ def save(qm: QuantModel, path: Path, with_weights: bool = False) -> Path:
     import torch
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    torch.save(to_checkpoint(qm, with_weights), tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(to_checkpoint(qm, with_weights), tmp))
     return path
 
 

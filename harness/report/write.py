@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 
+from harness.fileio import atomic_write
 from harness.report import html, markdown
 from harness.report.plots import figures
 from harness.report.sections import build_sections
-
-
-def _write(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    if isinstance(data, str):
-        tmp.write_text(data)
-    else:
-        tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def write_report(df: pd.DataFrame, out_dir: Path, title: str, tables: bool = True) -> dict[str, Path]:
@@ -28,13 +19,13 @@ def write_report(df: pd.DataFrame, out_dir: Path, title: str, tables: bool = Tru
     figs = figures(df)
     files = {name: f"plots/{name}.png" for name in figs}
     for name, png in figs.items():
-        _write(out_dir / files[name], png)
+        atomic_write(out_dir / files[name], png)
     sections = build_sections(df, figs)
     written = {"markdown": out_dir / "report.md", "html": out_dir / "report.html"}
-    _write(written["markdown"], markdown.render(title, sections, files))
-    _write(written["html"], html.render(title, sections, figs))
+    atomic_write(written["markdown"], markdown.render(title, sections, files))
+    atomic_write(written["html"], html.render(title, sections, figs))
     if tables:
         written["csv"] = out_dir / "results.csv"
-        _write(written["csv"], df.to_csv(index=False))
-        df.to_parquet(out_dir / "results.parquet", index=False)
+        atomic_write(written["csv"], df.to_csv(index=False))
+        atomic_write(out_dir / "results.parquet", lambda tmp: df.to_parquet(tmp, index=False))
     return written

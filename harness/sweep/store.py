@@ -7,21 +7,12 @@ cell in flight; results.parquet and results.csv are regenerated from the row fil
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.fileio import atomic_write
 
 CELLS, TABLE = "cells", "results"
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class ResultStore:
@@ -50,7 +41,7 @@ class ResultStore:
         self.cells.mkdir(parents=True, exist_ok=True)
         path = self.cells / f"{row['cell_id']}.json"
         data = json.dumps(row, indent=1, sort_keys=True, default=str)
-        _atomic_write(path, lambda tmp: tmp.write_text(data))
+        atomic_write(path, data)
         return path
 
     def write_tables(self, order: list[str]) -> Path | None:
@@ -65,8 +56,8 @@ class ResultStore:
         frame = results_frame(finished)
         csv = self.root / f"{TABLE}.csv"
         try:
-            _atomic_write(self.root / f"{TABLE}.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
-            _atomic_write(csv, lambda tmp: frame.to_csv(tmp, index=False))
+            atomic_write(self.root / f"{TABLE}.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
+            atomic_write(csv, lambda tmp: frame.to_csv(tmp, index=False))
         except OSError as exc:
             raise HarnessError(f"cannot write the results table under {self.root}: {exc.strerror}") from exc
         return csv

@@ -6,11 +6,11 @@ is set, because 11.x removed those flags and 10.12 deprecated them.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from harness.backends.base import BuildOptions
 from harness.errors import HarnessError
+from harness.fileio import atomic_write
 
 TIMING_CACHE = "tensorrt-timing.cache"
 
@@ -71,12 +71,6 @@ def _timing_cache(config, path: Path):
     return cache
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def build_serialized(onnx_path: Path, options: BuildOptions, timing_cache: Path) -> bytes:
     """Parse, configure (profile, workspace, optimization level, DETAILED verbosity, timing cache), build."""
     from harness.backends.tensorrt import gpu_modules
@@ -100,6 +94,5 @@ def build_serialized(onnx_path: Path, options: BuildOptions, timing_cache: Path)
     if plan is None:
         raise HarnessError(f"TensorRT could not build an engine from {Path(onnx_path).name}; its log above "
                            "names the layer (try a larger --workspace-mb or a lower --opt-level)")
-    timing_cache.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
+    atomic_write(timing_cache, bytes(config.get_timing_cache().serialize()))
     return bytes(plan)
