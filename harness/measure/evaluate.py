@@ -27,20 +27,16 @@ def reference_outputs(data: Dataset, split: str, batch_size: int, limit: int | N
 
 def collect_outputs(runner: Runner, data: Dataset, split: str, batch: tuple[int, int], limit=None,
                     reference: np.ndarray | None = None):
-    """Logits of the runner, the inputs' labels (or None) and the FP32 reference logits (given, or computed on
-    the same batches)."""
+    """Logits of the runner, the inputs' labels (or None) and the FP32 reference logits (given, or computed)."""
     batch_min, batch_size = batch
-    reference_model = load_model(data.spec) if reference is None else None
-    outs, refs, labels = [], [], []
-    with torch.no_grad():
-        for x, y in data.batches(split, batch_size, limit):
-            outs.append(runner.infer(_padded(x, batch_min))[: len(x)])
-            if reference_model is not None:
-                refs.append(reference_model(torch.from_numpy(x)).numpy())
-            if y is not None:
-                labels.append(y)
-    labels = np.concatenate(labels) if labels else None
-    return np.concatenate(outs), labels, (np.concatenate(refs) if reference is None else reference)
+    if reference is None:
+        reference = reference_outputs(data, split, batch_size, limit)
+    outs, labels = [], []
+    for x, y in data.batches(split, batch_size, limit):
+        outs.append(runner.infer(_padded(x, batch_min))[: len(x)])
+        if y is not None:
+            labels.append(y)
+    return np.concatenate(outs), (np.concatenate(labels) if labels else None), reference
 
 
 def evaluate(runner: Runner, data: Dataset, split: str = "val", batch: tuple[int, int] = (1, 64),
