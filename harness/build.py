@@ -82,24 +82,43 @@ def library_versions() -> dict[str, str]:
             "onnxruntime": onnxruntime.__version__}
 
 
-def onnx_cache_path(spec: ModelSpec, precision: str, engines_dir: Path, quant: dict | None = None) -> Path:
-    """Where the ONNX for this request is kept (whether or not it exists yet): the path is its content key."""
+def onnx_cache_path(spec: ModelSpec, precision: str, engines_dir: Path, quant: dict | None = None,
+                    verify: str = "strict") -> Path:
+    """Where the ONNX for this request is kept (whether or not it exists yet): the path is its content key.
+
+    A file kept under a weaker export check than strict is another cache entry, so it never passes for a
+    strictly checked one.
+    """
     weights_sha = sha256_file(Path(spec.weights)) if spec.weights else None
-    key = sha256_json({"model": spec.to_dict(), "weights": weights_sha, "precision": precision,
-                       "quant": quant, "versions": library_versions()})[:16]
+    request = {"model": spec.to_dict(), "weights": weights_sha, "precision": precision, "quant": quant,
+               "versions": library_versions()}
+    if verify != "strict":
+        request["verify"] = verify
+    key = sha256_json(request)[:16]
     return engines_dir / "onnx" / f"{spec.name.replace(':', '_').replace('/', '_')}-{precision}-{key}.onnx"
 
 
-def onnx_for(spec: ModelSpec, precision: str, engines_dir: Path, quant: dict | None = None, log=None) -> Path:
+def onnx_for(spec: ModelSpec, precision: str, engines_dir: Path, quant: dict | None = None, log=None,
+             verify: str = "strict") -> Path:
     """The verified ONNX for a model and precision, exported once per content key."""
     from harness.export.variants import export_variant
 
-    out = onnx_cache_path(spec, precision, engines_dir, quant)
+    out = onnx_cache_path(spec, precision, engines_dir, quant, verify)
     if out.is_file():
         return out
     if log:
         log(f"exporting {spec.name} ({precision}) to ONNX")
-    return export_variant(spec, precision, out, quant)
+    return export_variant(spec, precision, out, quant, log=log, verify=verify)
+
+
+def export_check(onnx_path: Path) -> dict | None:
+    """The export check's figures kept beside an ONNX (None for a file harness did not export)."""
+    from harness.export.variants import verify_sidecar
+
+    try:
+        return json.loads(verify_sidecar(onnx_path).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def artifact_key(onnx_sha: str, backend, options: BuildOptions, input_shape) -> str:
@@ -145,6 +164,7 @@ def build_artifact(
     quant: dict | None = None,
     onnx_path: Path | None = None,
     log=None,
+    verify: str = "strict",
 ) -> tuple[EngineMeta, bool]:
     """Return (metadata, cache_hit); a truncated or mismatched artifact is rebuilt, never loaded."""
     backend = get_backend(backend_name)
@@ -160,9 +180,9 @@ def build_artifact(
     # and no other precision's export or calibration is made for them.
     build_from_spec = getattr(backend, "build_from_spec", None)
     if build_from_spec:
-        onnx_path = onnx_path or onnx_for(spec, "fp32", engines_dir, None, log)
+        onnx_path = onnx_path or onnx_for(spec, "fp32", engines_dir, None, log, verify)
     else:
-        onnx_path = onnx_path or onnx_for(spec, options.precision, engines_dir, quant, log)
+        onnx_path = onnx_path or onnx_for(spec, options.precision, engines_dir, quant, log, verify)
     onnx_sha = sha256_file(onnx_path)
     key, artifact, meta_path = engine_paths(spec, backend, options, onnx_sha, engines_dir)
     meta = _cached(meta_path, artifact)
@@ -184,6 +204,7 @@ def build_artifact(
         versions={**library_versions(), **backend.versions()}, device=backend.device(),
         options=options.to_dict(), build_s=round(time.perf_counter() - start, 3),
         created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"), quant=quant,
+        extra={"export_check": export_check(Path(onnx_path))},
     )
     meta.save(meta_path)
     return meta, False

@@ -38,6 +38,14 @@ def build_options(f):
     f = click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)(f)
     return f
 
+def verify_option(f):
+    from harness.export.verify import LEVELS
+
+    return click.option("--verify", "verify_level", type=click.Choice(LEVELS), default="strict", show_default=True,
+                        help="Export check before the ONNX is kept: strict (Q/DQ scales are the quantizers', SQNR and "
+                             "top-1 against FP32 within what rounding explains), loose (wider margins), off.")(f)
+
+
 def make_build_options(precision, min_batch, opt_batch, max_batch, workspace_mb, opt_level) -> BuildOptions:
     return BuildOptions(precision=precision, batch_min=min_batch, batch_opt=max(opt_batch, min_batch),
                         batch_max=max(max_batch, opt_batch, min_batch), workspace_mb=workspace_mb,

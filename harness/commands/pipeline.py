@@ -16,6 +16,7 @@ from harness.commands.common import (
     print_table,
     quant_options,
     quant_request,
+    verify_option,
     write_json,
 )
 from harness.data.datasets import SyntheticDataset, dataset_names, resolve_dataset
@@ -52,19 +53,21 @@ def _spec_for(model_name, weights, input_shape, quant: dict | None):
 @click.option("--quant", "quant_file", type=click.Path(path_type=Path), default=None,
               help="Quantization checkpoint from harness quantize (int8, int8-fp16).")
 @quant_options
+@verify_option
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Where to write the ONNX.")
-def export(model_name, weights, input_shape, precision, quant_file, output, **given):
-    """Export a model to ONNX (pinned opset, dynamic batch), verified against PyTorch before it is kept.
+def export(model_name, weights, input_shape, precision, quant_file, verify_level, output, **given):
+    """Export a model to ONNX (pinned opset, dynamic batch), checked against PyTorch before it is kept.
 
     fp16 casts the graph to FP16 at the ONNX level (FP32 inputs/outputs); int8 adds calibrated
-    QuantizeLinear/DequantizeLinear (opset 19); int8-fp16 is both.
+    QuantizeLinear/DequantizeLinear (opset 19); int8-fp16 is both. The check's figures go to FILE.verify.json.
     """
-    from harness.export.variants import export_variant
+    from harness.export.variants import export_variant, verify_sidecar
 
     quant = quant_request(precision, quant_file, **given)
     spec = _spec_for(model_name, weights, input_shape, quant)
-    path = export_variant(spec, precision, output, quant, log=lambda m: click.echo(m, err=True))
-    click.echo(f"wrote {path} (onnx.checker passed; ONNX Runtime matches PyTorch)")
+    path = export_variant(spec, precision, output, quant, log=lambda m: click.echo(m, err=True), verify=verify_level)
+    checked = "not checked" if verify_level == "off" else f"passed the {verify_level} export check"
+    click.echo(f"wrote {path} ({checked}; figures in {verify_sidecar(path)})")
 
 
 @click.command("build-engine")
@@ -73,14 +76,15 @@ def export(model_name, weights, input_shape, precision, quant_file, output, **gi
 @click.option("--quant", "quant_file", type=click.Path(path_type=Path), default=None,
               help="Quantization checkpoint from harness quantize (int8, int8-fp16).")
 @quant_options
+@verify_option
 def build_engine_cmd(model_name, weights, input_shape, precision, backend, min_batch, opt_batch, max_batch,
-                     workspace_mb, opt_level, engines_dir, quant_file, **given):
+                     workspace_mb, opt_level, engines_dir, quant_file, verify_level, **given):
     """Build (or reuse from the cache) a backend artifact with a JSON sidecar under engines/."""
     quant = quant_request(precision, quant_file, **given)
     spec = _spec_for(model_name, weights, input_shape, quant)
     options = make_build_options(precision, min_batch, opt_batch, max_batch, workspace_mb, opt_level)
     meta, hit = build_artifact(spec, backend, options, engines_dir, quant=quant,
-                             log=lambda m: click.echo(m, err=True))
+                               log=lambda m: click.echo(m, err=True), verify=verify_level)
     click.echo(f"{'cache hit' if hit else f'built in {meta.build_s:.2f} s'}: {meta.artifact}")
 
 
@@ -166,6 +170,9 @@ def eval_cmd(engine, dataset, split, batch, limit, json_out):
             ("max abs error vs fp32 torch", result.max_abs_error), ("SQNR vs fp32 torch dB", result.sqnr_db)]
     print_table(rows, f"{Path(meta.artifact).name} on {dataset}/{split}"
                 + ("" if data.has_labels else " (no labels: accuracy not applicable)"))
+    if result.reference_degenerate:
+        click.echo(f"warning: the FP32 reference's outputs are degenerate ({result.reference_degenerate}): agreement, "
+                   "max abs error and SQNR are not scored; load trained weights with --weights", err=True)
     out = json_out or Path("reports") / "eval" / f"{Path(meta.artifact).stem}.json"
     write_json(out, {"engine": meta.artifact, "precision": meta.precision, "quant": meta.quant, "dataset": dataset,
                      "split": split, **result.to_dict()})

@@ -1,4 +1,4 @@
-"""Export to ONNX and refuse to keep a file whose outputs disagree with PyTorch."""
+"""Trace a PyTorch model to ONNX: pinned opset, dynamic batch axis, onnx.checker passed."""
 
 from __future__ import annotations
 
@@ -17,18 +17,10 @@ OPSET = 17  # TensorRT 10/11 parse 9..24; >= 13 for per-channel Q/DQ
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
-def export_onnx(
-    model: torch.nn.Module,
-    sample: np.ndarray,
-    out: Path,
-    opset: int = OPSET,
-    rtol: float = 1e-3,
-    atol: float = 1e-4,
-) -> Path:
-    """Trace `model` on `sample` (N>=2 so the batch axis is really dynamic) and check ORT against torch.
+def trace_onnx(model: torch.nn.Module, sample: np.ndarray, opset: int = OPSET) -> onnx.ModelProto:
+    """Trace `model` on `sample` (N>=2 so the batch axis is really dynamic); the graph passes onnx.checker.
 
-    The file is written only after `onnx.checker` passes and ONNX Runtime reproduces PyTorch's outputs on the
-    sample within tolerance, so a cached ONNX is always one that was verified.
+    Whether the file computes what the model does is checked by harness.export.verify, on more inputs.
     """
     model = model.eval().cpu()
     x = torch.from_numpy(np.ascontiguousarray(sample, dtype=np.float32))
@@ -46,15 +38,17 @@ def export_onnx(
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             do_constant_folding=True,
         )
-        expected = model(x).float().numpy()
     proto = onnx.load_from_string(buf.getvalue())
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise HarnessError(f"exported ONNX fails onnx.checker: {str(exc).splitlines()[0]}") from exc
-    got = run_onnx(buf.getvalue(), sample)
-    compare_outputs(expected, got, rtol, atol, what="ONNX Runtime vs PyTorch")
-    return atomic_write(Path(out), buf.getvalue())
+    return proto
+
+
+def export_onnx(model: torch.nn.Module, sample: np.ndarray, out: Path, opset: int = OPSET) -> Path:
+    """trace_onnx written to `out` (unverified: `harness export` and the engine cache go through export_variant)."""
+    return atomic_write(Path(out), trace_onnx(model, sample, opset).SerializeToString())
 
 
 def run_onnx(model: bytes | str | Path, x: np.ndarray) -> np.ndarray:
@@ -63,15 +57,3 @@ def run_onnx(model: bytes | str | Path, x: np.ndarray) -> np.ndarray:
     src = str(model) if isinstance(model, Path) else model
     sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
-
-
-def compare_outputs(expected: np.ndarray, got: np.ndarray, rtol: float, atol: float, what: str) -> None:
-    """Tolerance is relative to the output's range so logits of any scale compare fairly."""
-    if expected.shape != got.shape:
-        raise HarnessError(f"{what}: output shape {got.shape} differs from {expected.shape}")
-    scale = float(np.abs(expected).max()) or 1.0
-    err = float(np.abs(expected - got.astype(np.float32)).max())
-    if err > atol + rtol * scale:
-        raise HarnessError(
-            f"{what}: max abs error {err:.3g} exceeds {atol + rtol * scale:.3g}; the file was not kept"
-        )

@@ -3,29 +3,27 @@
 fp32: the float model. fp16: the same graph cast to FP16 at the ONNX level (FP32 inputs/outputs kept).
 int8: the calibrated fake-quant model exported with QuantizeLinear/DequantizeLinear (zero-points 0,
 per-channel weights on the output-channel axis) at QDQ_OPSET. int8-fp16: that graph with its float parts
-(scales included) in FP16. Every file is checked by onnx.checker and against PyTorch before it is kept.
+(scales included) in FP16. Every file is checked by onnx.checker and by harness.export.verify before it is kept.
 """
 
 from __future__ import annotations
 
-import os
+import json
 from pathlib import Path
 
 import onnx
 import torch
 
 from harness.backends.base import PRECISIONS
-from harness.data.datasets import SyntheticDataset
+from harness.data.datasets import Dataset, SyntheticDataset
 from harness.errors import HarnessError
-from harness.export.onnx_export import compare_outputs, export_onnx, run_onnx
+from harness.export.onnx_export import OPSET, run_onnx, trace_onnx
 from harness.export.precision import FP16_QDQ_OPSET, to_fp16
+from harness.export.verify import LEVELS, SAMPLES, Verification, check_outputs
 from harness.fileio import atomic_write
 from harness.models.registry import ModelSpec, load_model
 
 QDQ_OPSET = FP16_QDQ_OPSET  # >= 13 for per-channel axis, >= 19 for FP16 into QuantizeLinear: one opset for both
-# (rtol relative to the output range, atol): FP16 rounding, and INT8 rounding ties that ORT and torch may break
-# differently (x / scale vs x * (1 / scale)), move outputs by more than FP32 noise.
-TOLERANCE = {"fp32": (1e-3, 1e-4), "fp16": (1e-2, 1e-3), "int8": (5e-2, 1e-3), "int8-fp16": (1e-1, 1e-3)}
 
 
 def calib_dir_for(out: Path) -> Path:
@@ -47,42 +45,77 @@ def check_request(precision: str, quant: dict | None) -> None:
                            "int8-fp16 only")
 
 
-def export_variant(spec: ModelSpec, precision: str, out: Path, quant: dict | None = None,
-                   calib_dir: Path | None = None, log=None) -> Path:
-    check_request(precision, quant)
-    sample, _ = SyntheticDataset(spec).take("val", 2)
-    out = Path(out)
-    if precision == "fp32":
-        return export_onnx(load_model(spec), sample, out)
-    rtol, atol = TOLERANCE[precision]
-    raw = out.with_name(f"{out.name}.{os.getpid()}.raw.onnx")
-    try:
-        if quant is not None:
-            from harness.quantize.calibrate import check_calibrated
-            from harness.quantize.checkpoint import quantized
-            from harness.quantize.modules import fb_fake_quant
+def verify_sidecar(onnx_path: Path) -> Path:
+    """Where the export check's figures are kept beside an ONNX file."""
+    return Path(onnx_path).with_suffix(".verify.json")
 
-            model = quantized(spec, quant, calib_dir or calib_dir_for(out), log).model.eval()
-            check_calibrated(model)
-            with fb_fake_quant(), torch.no_grad():
-                export_onnx(model, sample, raw, opset=QDQ_OPSET, rtol=rtol, atol=atol)
-                expected = model(torch.from_numpy(sample)).numpy()
-        else:
-            model = load_model(spec)
-            export_onnx(model, sample, raw)
-            with torch.no_grad():
-                expected = model(torch.from_numpy(sample)).numpy()
-        proto = onnx.load(str(raw))
-    finally:
-        raw.unlink(missing_ok=True)
-    if quant is not None:
-        proto = _checked_qdq(proto)
+
+def export_variant(spec: ModelSpec, precision: str, out: Path, quant: dict | None = None,
+                   calib_dir: Path | None = None, log=None, verify: str = "strict",
+                   samples: int = SAMPLES) -> Path:
+    """Export, check (harness.export.verify) and keep the file with its check's figures beside it.
+
+    The check runs `samples` inputs: for int8, validation images of the calibration dataset (what the
+    quantization was calibrated for); for float precisions, seeded synthetic inputs.
+    """
+    check_request(precision, quant)
+    if verify not in LEVELS:
+        raise HarnessError(f"--verify {verify!r} is unknown: use one of {', '.join(LEVELS)}")
+    out = Path(out)
+    float_model = load_model(spec)
+    data: Dataset = SyntheticDataset(spec)
+    if quant is None:
+        model, opset = float_model, OPSET
+    else:
+        from harness.data.datasets import resolve_dataset
+        from harness.quantize.calibrate import check_calibrated
+        from harness.quantize.checkpoint import quantized
+
+        qm = quantized(spec, quant, calib_dir or calib_dir_for(out), log)
+        model, opset = qm.model.eval(), QDQ_OPSET
+        check_calibrated(model)
+        data = resolve_dataset(qm.config.dataset, spec)
+    proto = _trace(model, SyntheticDataset(spec).take("val", 2)[0], opset, quantized_model=quant is not None)
     if precision.endswith("fp16"):
         proto = to_fp16(proto)
-    data = proto.SerializeToString()
-    compare_outputs(expected, run_onnx(data, sample), rtol, atol, what=f"{precision} ONNX Runtime vs PyTorch")
-    atomic_write(out, data)
+    payload = proto.SerializeToString()
+    result = _verified(precision, proto, payload, float_model, model if quant else None, data, samples, verify)
+    if log:
+        log(f"{precision} ONNX {result.summary()}")
+        if result.degenerate:
+            log(f"warning: {spec.name}'s FP32 outputs are degenerate ({result.degenerate}): accuracy against them "
+                "means nothing; load trained weights with --weights")
+    if not result.passed:
+        raise HarnessError(f"the {precision} ONNX of {spec.name} failed the {verify} export check: "
+                           f"{result.failures[0]}; the file was not kept (please report it; --verify loose or off "
+                           "keeps such a file)")
+    atomic_write(verify_sidecar(out), json.dumps(result.to_dict(), indent=2, default=float))
+    atomic_write(out, payload)
     return out
+
+
+def _trace(model, sample, opset: int, quantized_model: bool) -> onnx.ModelProto:
+    if not quantized_model:
+        return trace_onnx(model, sample, opset)
+    from harness.quantize.modules import fb_fake_quant
+
+    with fb_fake_quant():
+        return _checked_qdq(trace_onnx(model, sample, opset))
+
+
+def _verified(precision, proto, payload: bytes, float_model, quant_model, data: Dataset, samples: int,
+              level: str) -> Verification:
+    if level == "off":
+        return Verification(level, precision)
+    x, _ = data.take("val", samples)
+    with torch.no_grad():
+        fp32 = float_model(torch.from_numpy(x)).float().numpy()
+    fake_quant = None
+    if quant_model is not None:
+        from harness.quantize.modules import run_recording_scales
+
+        fake_quant = run_recording_scales(quant_model, x)
+    return check_outputs(precision, proto, run_onnx(payload, x), fp32, level, fake_quant, inputs=data.name)
 
 
 def _checked_qdq(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -17,6 +17,7 @@ class AccuracyResult:
     sqnr_db: float | None
     reference_top1: float | None = None  # % top-1 of the FP32 PyTorch reference on the same inputs
     top1_delta: float | None = None  # top1 - reference_top1, in points
+    reference_degenerate: str | None = None  # why agreement with the reference is not scored, when it is not
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -38,15 +39,33 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     return 10.0 * float(np.log10(signal / noise)) if signal > 0 else float("-inf")
 
 
+def degenerate_outputs(outputs: np.ndarray) -> str | None:
+    """Why a model's outputs cannot serve as a reference (SQNR and agreement against them mean nothing), or None.
+
+    Seeded random weights give such models (mobilenet_v2's logits are ~1e-9 and the same for every input).
+    """
+    if outputs.size == 0:
+        return "there are no outputs"
+    if not np.all(np.isfinite(outputs)):
+        return "some outputs are NaN or Inf"
+    peak = float(np.abs(outputs).max())
+    if peak < 1e-6:
+        return f"every output is ~0: max |output| {peak:.2g}"
+    if len(outputs) > 1 and float(outputs.std(axis=0).max()) <= 1e-4 * peak:
+        return f"the outputs do not depend on the input: the same for all {len(outputs)} inputs"
+    return None
+
+
 def accuracy(logits: np.ndarray, labels: np.ndarray | None, reference: np.ndarray | None) -> AccuracyResult:
     logits = logits.astype(np.float32)
     top1 = topk_accuracy(logits, labels, 1) if labels is not None else None
     top5 = topk_accuracy(logits, labels, 5) if labels is not None else None
     agree = err = sq = None
-    if reference is not None:
+    degenerate = degenerate_outputs(reference) if reference is not None else None
+    if reference is not None and not degenerate:
         agree = 100.0 * float((logits.argmax(1) == reference.argmax(1)).mean())
         err = float(np.abs(logits - reference).max())
         sq = sqnr_db(reference, logits)
     ref_top1 = topk_accuracy(reference, labels, 1) if labels is not None and reference is not None else None
     delta = top1 - ref_top1 if ref_top1 is not None else None
-    return AccuracyResult(len(logits), top1, top5, agree, err, sq, ref_top1, delta)
+    return AccuracyResult(len(logits), top1, top5, agree, err, sq, ref_top1, delta, degenerate)

@@ -102,7 +102,7 @@ def apply_calibration(model: nn.Module, stats: dict[str, dict], cfg: QuantConfig
     used = {}
     for name, q in activation_quantizers(model).items():
         if name not in stats:
-            continue  # never reached by the data: left uncalibrated, refused at export if it is ever used
+            continue  # never reached by the data: switch_off() leaves it in float
         shortcut = any(attr in RESIDUAL_SLOTS for _, attr in held_by.get(id(q), []))
         method = choice(q, "calib", "max" if cfg.mode == "selective" and shortcut else cfg.calib)
         _set_amax(q, compute_amax(stats[name], method, cfg.percentile))
@@ -117,6 +117,22 @@ def apply_calibration(model: nn.Module, stats: dict[str, dict], cfg: QuantConfig
             _set_amax(q, q._calibrator.compute_amax())
             q._calibrator.reset()
     return used
+
+
+UNREACHED = "never reached by the calibration data"
+
+
+def switch_off(model: nn.Module, reasons: dict[str, str]) -> None:
+    """Disable the named activation quantizers, so their tensors stay in float (exact) rather than going
+    uncalibrated (a quantizer without amax would quantize each batch with its own dynamic range)."""
+    acts = activation_quantizers(model)
+    for name in reasons:
+        acts[name].disable()
+
+
+def unreached(model: nn.Module, stats: dict[str, dict]) -> dict[str, str]:
+    """Activation quantizers the calibration data never reached (e.g. GoogLeNet's training-only aux heads)."""
+    return {name: UNREACHED for name in activation_quantizers(model) if name not in stats}
 
 
 def check_calibrated(model: nn.Module) -> None:

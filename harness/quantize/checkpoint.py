@@ -20,12 +20,16 @@ from harness.errors import HarnessError
 from harness.fileio import atomic_write
 from harness.models.registry import BUNDLED_WEIGHTS, ModelSpec, load_model
 from harness.quantize.calibrate import (
+    UNREACHED,
     _set_amax,
+    activation_quantizers,
     apply_calibration,
     cached_stats,
     check_calibrated,
     collect_stats,
     stats_key,
+    switch_off,
+    unreached,
 )
 from harness.quantize.config import QuantConfig
 from harness.quantize.replace import prepare, quant_layers, resolve_skip, set_float, unfriendly_layers
@@ -43,6 +47,7 @@ class QuantModel:
     skipped: list[str]
     calibrators: dict[str, str] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    off: dict[str, str] = field(default_factory=dict)  # activation quantizers left in float -> why
 
 
 def weights_sha(spec: ModelSpec) -> str | None:
@@ -73,6 +78,11 @@ def calibrate(spec: ModelSpec, cfg: QuantConfig, cache_dir: Path, log=None) -> Q
 
     stats = cached_stats(Path(cache_dir) / f"stats-{key}.pt", collect)
     used = apply_calibration(model, stats, cfg)
+    off = unreached(model, stats)
+    switch_off(model, off)
+    if off and log:
+        log(f"{len(off)} activation quantizer(s) {UNREACHED} stay in float: {', '.join(list(off)[:4])}"
+            + (" ..." if len(off) > 4 else ""))
     layers = quant_layers(model)
     skipped = resolve_skip(layers, cfg.skip)
     if cfg.mode == "selective":
@@ -87,7 +97,7 @@ def calibrate(spec: ModelSpec, cfg: QuantConfig, cache_dir: Path, log=None) -> Q
             log(f"sensitivity analysis leaves in float: {', '.join(auto) or 'nothing'}")
         skipped += auto
     set_float(model, skipped)
-    return QuantModel(spec, cfg, model, skipped, used)
+    return QuantModel(spec, cfg, model, skipped, used, off=off)
 
 
 def to_checkpoint(qm: QuantModel, with_weights: bool = False) -> dict:
@@ -95,7 +105,7 @@ def to_checkpoint(qm: QuantModel, with_weights: bool = False) -> dict:
             if isinstance(m, TensorQuantizer) and hasattr(m, "_amax")}
     ckpt = {"format": FORMAT, "model": qm.spec.to_dict(), "weights_sha256": weights_sha(qm.spec),
             "config": qm.config.to_dict(), "amax": amax, "skipped": list(qm.skipped),
-            "calibrators": dict(qm.calibrators), "extra": dict(qm.extra)}
+            "calibrators": dict(qm.calibrators), "extra": dict(qm.extra), "off": dict(qm.off)}
     if with_weights:
         ckpt["state_dict"] = {k: v.detach().clone() for k, v in qm.model.state_dict().items()
                               if not k.endswith("._amax")}
@@ -144,10 +154,16 @@ def restore(ckpt: dict, log=None) -> QuantModel:
             raise HarnessError(f"the checkpoint names quantizer {name}, which {spec.name} in {cfg.mode} mode lacks; "
                                "run harness quantize again")
         _set_amax(modules[name], value)
+    off = dict(ckpt.get("off", {}))
+    unknown = [n for n in off if n not in activation_quantizers(model)]
+    if unknown:
+        raise HarnessError(f"the checkpoint names quantizer {unknown[0]}, which {spec.name} in {cfg.mode} mode lacks; "
+                           "run harness quantize again")
+    switch_off(model, off)
     set_float(model, [n for n in ckpt["skipped"] if n in quant_layers(model)])
     check_calibrated(model)
     return QuantModel(spec, cfg, model, list(ckpt["skipped"]), dict(ckpt.get("calibrators", {})),
-                      dict(ckpt.get("extra", {})))
+                      dict(ckpt.get("extra", {})), off)
 
 
 def quantized(spec: ModelSpec, quant: dict, cache_dir: Path, log=None) -> QuantModel:

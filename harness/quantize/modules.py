@@ -154,6 +154,40 @@ def share(slot_list: list[tuple[nn.Module, str]]) -> None:
             setattr(module, attr, first)
 
 
+@torch.no_grad()
+def run_recording_scales(model: nn.Module, x) -> tuple:
+    """(outputs, scales) of the fake-quant model on `x`, with the arithmetic the ONNX export writes.
+
+    scales: (quantizer name, scale as float32 array, axis or None) for every quantizer that ran quantizing, so a
+    Q/DQ file can be checked against exactly the quantizers its model used (a shared quantizer counts once).
+    """
+    names = {id(m): n for n, m in model.named_modules()}
+    seen: dict[int, tuple] = {}
+
+    def record(q, _inputs, _output):
+        if id(q) in seen or q._disabled or not q._if_quant or getattr(q, "_amax", None) is None:
+            return
+        bound = (1 << (q._num_bits - 1 + int(q._unsigned))) - 1
+        amax = q._amax.detach().float()
+        if amax.numel() == 1:
+            seen[id(q)] = (names.get(id(q), "?"), (amax.reshape(()) / bound).numpy(), None)
+        else:  # the axis rule of TensorQuantizer._fb_fake_quant
+            flat = amax.squeeze()
+            seen[id(q)] = (names.get(id(q), "?"), (flat / bound).numpy(), list(amax.shape).index(flat.shape[0]))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, TensorQuantizer)]
+    was_training = model.training
+    model.eval()
+    try:
+        with fb_fake_quant():
+            out = model(torch.as_tensor(x)).float().numpy()
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return out, list(seen.values())
+
+
 @contextmanager
 def fb_fake_quant():
     """Quantize with torch.fake_quantize_* (exported as QuantizeLinear/DequantizeLinear, same math as ORT)."""

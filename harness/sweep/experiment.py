@@ -11,6 +11,7 @@ from pathlib import Path
 
 from harness.backends.base import PRECISIONS, backend_names
 from harness.errors import HarnessError
+from harness.export.verify import LEVELS as VERIFY_LEVELS
 from harness.models.registry import ModelSpec, model_names, resolve_model
 from harness.quantize.config import CALIBRATORS, MODES
 
@@ -21,7 +22,7 @@ SECTIONS = {
                      "calib_batches": 4, "calib_batch_size": 32},
     "timing": {"warmup_s": 0.2, "iterations": 50, "duration_s": 1.0, "repeats": 3},
     "evaluation": {"split": "val", "limit": None},
-    "build": {"max_batch": None, "workspace_mb": 4096, "opt_level": 3},
+    "build": {"max_batch": None, "workspace_mb": 4096, "opt_level": 3, "verify": "strict"},
 }
 TOP_KEYS = ("name", "description", "models", "datasets", "backends", "precisions", "batch_sizes", *SECTIONS,
             "baseline", "include", "exclude")
@@ -191,6 +192,9 @@ def load_experiment(path: Path) -> Experiment:
     build = _section(r, raw, "build")
     for key, low in (("workspace_mb", 1), ("opt_level", 0)):
         r.number(build[key], f"build.{key}", low, 5 if key == "opt_level" else None, integer=True)
+    r.values(build["verify"], "build.verify", VERIFY_LEVELS)
+    if isinstance(build["verify"], list):
+        raise r.fail("build.verify", f"takes one value: {', '.join(VERIFY_LEVELS)}")
     include = _rules(r, raw, "include", allowed)
     exclude = _rules(r, raw, "exclude", allowed)
     batch_sizes = r.values(raw.get("batch_sizes", [1]), "batch_sizes", kind=int)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.backends.base import BuildOptions, Timing, get_backend
-from harness.build import build_artifact, load_engine, onnx_cache_path, onnx_for
+from harness.build import build_artifact, export_check, load_engine, onnx_cache_path, onnx_for
 from harness.data.datasets import SyntheticDataset, resolve_dataset
 from harness.errors import HarnessError
 from harness.measure.evaluate import evaluate, reference_outputs
@@ -77,11 +77,13 @@ class Workspace:
         spec, quant = self.exp.specs[cell.model], quant_config(self.exp, cell)
         quant_dict = quant.to_dict() if quant else None
 
+        verify = self.exp.build["verify"]
+
         def make():
-            expected = onnx_cache_path(spec, cell.precision, self.engines_dir, quant_dict)
+            expected = onnx_cache_path(spec, cell.precision, self.engines_dir, quant_dict, verify)
             record, cached = expected.with_suffix(".sweep.json"), expected.is_file()
             start = time.perf_counter()
-            path = onnx_for(spec, cell.precision, self.engines_dir, quant_dict, self.log)
+            path = onnx_for(spec, cell.precision, self.engines_dir, quant_dict, self.log, verify)
             if not cached:
                 record.write_text(json.dumps({"prepare_s": round(time.perf_counter() - start, 3)}))
             try:
@@ -100,6 +102,13 @@ class Workspace:
         return self.once(("reference", cell.model, cell.dataset),
                          lambda: reference_outputs(self.dataset(cell), self.exp.evaluation["split"],
                                                    self.exp.build["max_batch"], self.exp.evaluation["limit"]))
+
+
+def export_check_columns(onnx: Path) -> dict:
+    """The export check's verdict and figures, as row columns."""
+    check = export_check(onnx) or {}
+    return {"export_check": check.get("level"), "export_check_sqnr_db": check.get("sqnr_db"),
+            "export_check_fake_quant_sqnr_db": check.get("fake_quant_sqnr_db")}
 
 
 def build_options(exp: Experiment, cell: Cell) -> BuildOptions:
@@ -157,11 +166,11 @@ def run_cell(ws: Workspace, cell: Cell) -> dict:
             stage = "calibrate+export"
             onnx, prepare_s = ws.onnx_of(cell)
             row.update(onnx=str(onnx), export_s=prepare_s,
-                       calib_s=prepare_s if quant_config(exp, cell) else None)
+                       calib_s=prepare_s if quant_config(exp, cell) else None, **export_check_columns(onnx))
         stage = "build"
         quant = quant_config(exp, cell)
         meta, hit = build_artifact(spec, cell.backend, build_options(exp, cell), ws.engines_dir,
-                                 quant.to_dict() if quant else None, onnx, ws.log)
+                                   quant.to_dict() if quant else None, onnx, ws.log, exp.build["verify"])
         row.update(engine=meta.artifact, engine_size_mb=meta.artifact_bytes / 1e6, build_s=meta.build_s,
                    engine_cache_hit=hit)
         stage = "load"
@@ -174,7 +183,8 @@ def run_cell(ws: Workspace, cell: Cell) -> dict:
                                        (meta.batch[0], meta.batch[2]), exp.evaluation["limit"],
                                        ws.reference(cell)))
         row.update(top1_pct=acc.top1, top5_pct=acc.top5, top1_agreement_pct=acc.top1_agreement,
-                   sqnr_db=acc.sqnr_db, max_abs_error=acc.max_abs_error, eval_samples=acc.samples)
+                   sqnr_db=acc.sqnr_db, max_abs_error=acc.max_abs_error, eval_samples=acc.samples,
+                   reference_degenerate=acc.reference_degenerate)
         stage = "inspect"
         row.update(_layers(ws, runner, row["cell_id"]))
     except Exception as exc:  # one broken cell must not end the sweep: it becomes a row
