@@ -195,7 +195,10 @@ def check_outputs(precision: str, model: onnx.ModelProto, got: np.ndarray, fp32:
     if abs(gap) > crit.sqnr_gap_db:
         v.failures.append(f"SQNR against FP32 is {_db(v.sqnr_db)} for the file but {_db(v.fake_quant_sqnr_db)} for "
                           f"PyTorch fake-quant (allowed gap {crit.sqnr_gap_db} dB)")
-    if crit.noise_margin_db is not None and v.file_vs_fake_quant_sqnr_db < v.fake_quant_sqnr_db + crit.noise_margin_db:
+    # FP16 scales and weights move the quantization grid of an int8-fp16 file by design, so it is another rounding
+    # of the model by up to the quantization noise itself: the noise margin applies to int8 files only.
+    margin = crit.noise_margin_db if precision == "int8" else None
+    if margin is not None and v.file_vs_fake_quant_sqnr_db < v.fake_quant_sqnr_db + margin:
         v.failures.append(f"the file differs from PyTorch fake-quant (SQNR {_db(v.file_vs_fake_quant_sqnr_db)}) about "
                           f"as much as quantization differs from FP32 ({_db(v.fake_quant_sqnr_db)}): it is another "
                           "quantization of the model")
