@@ -79,7 +79,7 @@ def refuse_modelopt(tool: str | None) -> None:
     from harness.errors import HarnessError
 
     if tool == "modelopt":
-        command = click.get_current_context().command_path
+        command = f"harness {click.get_current_context().info_name}"
         raise HarnessError(f"{command} is a pytorch-quantization feature: --quantizer modelopt applies to "
                            "harness export and build-engine only")
 
