@@ -122,12 +122,14 @@ def test_tools_axis_expands_modelopt_without_modes_over_its_calibrators(tmp_path
     path.write_text("models: [digits-resnet]\nprecisions: [fp32, int8]\n"
                     "quantization: {tools: [pq, modelopt], modes: [naive, selective], "
                     "calibrators: [max, entropy, percentile]}\nexclude: [{tool: modelopt, calibrator: entropy}]\n"
+                    "include: [{precision: int8-fp16, mode: selective, calibrator: max}]\n"
                     "baseline: {precision: int8, mode: selective, calibrator: max}\n")
     exp = load_experiment(path)
     cells = expand(exp)
     assert {(c.tool, c.mode, c.calibrator) for c in cells if c.precision == "fp32"} == {(None, None, None)}
-    pq = [c for c in cells if c.tool == "pq"]
+    pq = [c for c in cells if c.tool == "pq" and c.precision == "int8"]
     assert len(pq) == 6 and {c.mode for c in pq} == {"naive", "selective"}
+    assert [(c.tool, c.mode) for c in cells if c.precision == "int8-fp16"] == [("pq", "selective")]
     modelopt = [c for c in cells if c.tool == "modelopt"]
     assert [(c.mode, c.calibrator) for c in modelopt] == [(None, "max")]
     assert modelopt[0].label().endswith("int8 modelopt/max b1")

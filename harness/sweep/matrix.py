@@ -79,7 +79,8 @@ def expand(exp: Experiment) -> list[Cell]:
             "calibrator": exp.quantization["calibrators"]}
     cells = [c for c in _cells(exp, axes) if not any(_matches(c, rule) for rule in exp.exclude)]
     for rule in exp.include:
-        cells += _cells(exp, {**axes, **rule})
+        implied = {"tool": ["pq"]} if "mode" in rule else {}  # modes are pq's: a rule naming one adds pq cells
+        cells += _cells(exp, {**axes, **implied, **rule})
     return list(dict.fromkeys(cells))
 
 
