@@ -96,6 +96,20 @@ def test_pq_only_settings_neither_change_nor_split_a_modelopt_request():
     assert "tool" not in QuantConfig().to_dict()  # pq keys (caches, checkpoints) are what they were
 
 
+def test_a_modelopt_release_keys_the_files_it_makes(monkeypatch, tmp_path):
+    from importlib import metadata
+
+    from harness.build import onnx_cache_path
+    from harness.models.registry import resolve_model
+
+    spec, quant = resolve_model("digits-resnet"), QuantConfig(tool="modelopt").to_dict()
+    paths = set()
+    for release in ("0.47.0", "0.48.0"):
+        monkeypatch.setattr(metadata, "version", lambda dist, r=release: r)
+        paths.add(onnx_cache_path(spec, "int8", tmp_path, quant))
+    assert len(paths) == 2
+
+
 @pytest.mark.parametrize("quantization, extra, needles", [
     ("{tools: [pq, tensorrt]}", "", ["quantization.tools[1]: 'tensorrt' is not allowed", "pq, modelopt"]),
     ("{tools: []}", "", ["quantization.tools: must not be empty"]),

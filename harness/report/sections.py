@@ -14,7 +14,7 @@ SHOWN = ["model", "dataset", "backend", "precision", "tool", "mode", "calibrator
          "top1_agreement_pct", "sqnr_db", "qdq_hazards", "speedup_vs_baseline", "speedup_vs_fp32", "speedup_vs_fp16",
          "engine_size_mb", "build_s", "calib_s"]
 ENV = ["env_host", "env_cpu", "env_gpu", "env_driver", "env_cuda", "env_tensorrt", "env_torch",
-       "env_onnxruntime", "env_harness", "env_git_commit"]
+       "env_onnxruntime", "env_modelopt", "env_harness", "env_git_commit"]
 FIGURES = {"latency_vs_accuracy": "Latency against accuracy and SQNR (dashed: Pareto front)",
            "speedup": "Speedup against the FP32 and FP16 baselines",
            "layer_precision": "Per-layer precision of inspected engines"}
