@@ -82,6 +82,19 @@ def library_versions() -> dict[str, str]:
             "onnxruntime": onnxruntime.__version__}
 
 
+def quantizer_versions(quant: dict | None) -> dict[str, str | None]:
+    """ModelOpt's release keys the files it makes (a new one may place or calibrate differently); read from package
+    metadata, so nothing is imported."""
+    if not quant or quant.get("tool") != "modelopt":
+        return {}
+    from importlib import metadata
+
+    try:
+        return {"nvidia-modelopt": metadata.version("nvidia-modelopt")}
+    except metadata.PackageNotFoundError:
+        return {"nvidia-modelopt": None}
+
+
 def onnx_cache_path(spec: ModelSpec, precision: str, engines_dir: Path, quant: dict | None = None,
                     verify: str = "strict") -> Path:
     """Where the ONNX for this request is kept (whether or not it exists yet): the path is its content key.
@@ -91,7 +104,7 @@ def onnx_cache_path(spec: ModelSpec, precision: str, engines_dir: Path, quant: d
     """
     weights_sha = sha256_file(Path(spec.weights)) if spec.weights else None
     request = {"model": spec.to_dict(), "weights": weights_sha, "precision": precision, "quant": quant,
-               "versions": library_versions()}
+               "versions": {**library_versions(), **quantizer_versions(quant)}}
     if verify != "strict":
         request["verify"] = verify
     key = sha256_json(request)[:16]

@@ -71,3 +71,14 @@ def test_two_runs_of_one_build_pass_and_an_injected_20_percent_regression_fails(
     # Flagged exactly where 20 % exceeds the 5 % allowed plus the noise that run measured for the cell.
     expected = ["REGRESSION: latency" if a < 20 else "ok" for a in table["allowed_pct"]]
     assert table["verdict"].tolist() == expected and "regression(s) of 4 cells" in flagged.output
+
+
+def test_rows_from_before_the_tool_axis_match_pq_rows():
+    """A baseline table written before `tool` existed still gates the pq cells of a current one."""
+    row = {"cell_id": "b", "baseline_id": "b", "status": "ok", "model": "m", "dataset": "digits", "backend": "cpu",
+           "precision": "int8", "mode": "selective", "calibrator": "max", "batch": 1, "latency_p50_ms": 1.0,
+           "latency_spread_pct": 1.0, "top1_pct": 99.0}
+    old = results_frame([row])
+    assert old["tool"].tolist() == ["pq"]
+    result = compare(old, results_frame([{**row, "tool": "pq", "top1_pct": 98.0}]), 5.0, 0.2)
+    assert result.table["verdict"].tolist() == ["REGRESSION: accuracy"]

@@ -65,9 +65,9 @@ include: [{precision: int8-fp16, mode: selective, calibrator: entropy, batch: 64
                                                       ("selective", "entropy")}
     assert len(int8) == 6
     assert [c for c in cells if c.precision == "int8-fp16"] == [
-        Cell("digits-resnet", "digits", "cpu", "int8-fp16", "selective", "entropy", 64)]
+        Cell("digits-resnet", "digits", "cpu", "int8-fp16", "pq", "selective", "entropy", 64)]
     assert exp.build["max_batch"] == 64  # the largest batch anywhere fits every engine
-    assert baseline_of(exp, int8[0]) == Cell("digits-resnet", "digits", "cpu", "fp32", None, None, int8[0].batch)
+    assert baseline_of(exp, int8[0]) == Cell("digits-resnet", "digits", "cpu", "fp32", None, None, None, int8[0].batch)
 
 
 def test_cell_ids_are_content_hashes(tmp_path):

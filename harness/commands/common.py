@@ -74,6 +74,28 @@ def write_json(path: Path, payload: dict) -> Path:
     return path
 
 
+def quantizer_option(f):
+    from harness.quantize.config import TOOLS
+
+    return click.option("--quantizer", "tool", type=click.Choice(TOOLS), default=None,
+                        help="pq: pytorch-quantization with harness's placement (default); modelopt: NVIDIA Model "
+                             "Optimizer's ONNX PTQ (export and build-engine; pip install -e '.[modelopt]').")(f)
+
+
+def refuse_modelopt(tool: str | None) -> None:
+    """For the commands that are pytorch-quantization features (quantize, sensitivity, qat)."""
+    from harness.errors import HarnessError
+
+    if tool == "modelopt":
+        command = f"harness {click.get_current_context().info_name}"
+        raise HarnessError(f"{command} is a pytorch-quantization feature: --quantizer modelopt applies to "
+                           "harness export and build-engine only")
+
+
+def _option(key: str) -> str:
+    return {"overrides": "--override", "tool": "--quantizer"}.get(key, f"--{key.replace('_', '-')}")
+
+
 def quant_options(f):
     """The quantization request, as `harness quantize` takes it; every option defaults to QuantConfig's."""
     from harness.quantize.config import CALIBRATORS, MODES
@@ -99,7 +121,7 @@ def quant_options(f):
     f = click.option("--mode", type=click.Choice(MODES), default=None,
                      help="naive: every supported layer; hybrid: naive minus sensitive layers; "
                           "selective (default): residual-aware, shared scales, unfriendly layers in float.")(f)
-    return f
+    return quantizer_option(f)
 
 
 def make_quant_config(**given):
@@ -118,18 +140,26 @@ def quant_request(precision: str, quant_file: Path | None, **given) -> dict | No
     """The quant dict export/build-engine pass on: a checkpoint reference, a config, or None for float."""
     from harness.build import sha256_file
     from harness.errors import HarnessError
+    from harness.quantize.config import MODELOPT_FIELDS
 
-    options = ["--override" if k == "overrides" else f"--{k.replace('_', '-')}"
-               for k, v in given.items() if v not in (None, ())]
+    given_keys = [k for k, v in given.items() if v not in (None, ())]
+    options = [_option(k) for k in given_keys]
     if not precision.startswith("int8"):
         if quant_file or options:
             raise HarnessError(f"--precision {precision} is a float precision: --quant and "
                                f"{', '.join(options) or '--mode/--calib'} apply to int8 and int8-fp16 only")
         return None
     if quant_file is not None:
+        if given.get("tool") == "modelopt":
+            raise HarnessError(f"--quant {quant_file} is a pytorch-quantization checkpoint: drop --quantizer modelopt")
+        options = [o for k, o in zip(given_keys, options, strict=True) if k != "tool"]
         if options:
             raise HarnessError(f"--quant {quant_file} already holds the calibration: drop {', '.join(options)}")
         if not Path(quant_file).is_file():
             raise HarnessError(f"--quant {quant_file}: no such file; write one with harness quantize")
         return {"checkpoint": str(Path(quant_file).resolve()), "sha256": sha256_file(Path(quant_file))}
+    pq_only = [_option(k) for k in given_keys if k not in MODELOPT_FIELDS]
+    if given.get("tool") == "modelopt" and pq_only:
+        raise HarnessError(f"{', '.join(pq_only)} apply to --quantizer pq only: ModelOpt places Q/DQ itself and "
+                           "takes --calib max|entropy, --calib-batches, --calib-batch-size and --dataset")
     return make_quant_config(**given).to_dict()

@@ -7,7 +7,15 @@ from pathlib import Path
 import click
 
 from harness.build import ENGINES_DIR
-from harness.commands.common import make_quant_config, model_options, print_table, quant_options, write_json
+from harness.commands.common import (
+    make_quant_config,
+    model_options,
+    print_table,
+    quant_options,
+    quantizer_option,
+    refuse_modelopt,
+    write_json,
+)
 from harness.models.registry import resolve_model
 
 _ENGINES = click.option("--engines-dir", type=click.Path(path_type=Path), default=ENGINES_DIR, show_default=True,
@@ -21,6 +29,7 @@ def _log(message: str) -> None:
 def _calibrated(model_name, weights, input_shape, engines_dir, given):
     from harness.quantize.checkpoint import quantized
 
+    refuse_modelopt(given.get("tool"))
     spec = resolve_model(model_name, weights, input_shape)
     cfg = make_quant_config(**given)
     return quantized(spec, cfg.to_dict(), Path(engines_dir) / "calib", _log)
@@ -114,8 +123,10 @@ def sensitivity(model_name, weights, input_shape, engines_dir, metric, split, li
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--limit", type=click.IntRange(1), default=None, help="Train on at most this many samples an epoch.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Fine-tuned checkpoint.")
-def qat(quant_file, epochs, lr, batch_size, limit, output):
+@quantizer_option
+def qat(quant_file, epochs, lr, batch_size, limit, output, tool):
     """Quantization-aware fine-tuning from a calibrated checkpoint (scales frozen); top-1 before and after."""
+    refuse_modelopt(tool)
     from harness.data.datasets import resolve_dataset
     from harness.errors import HarnessError
     from harness.measure.accuracy import topk_accuracy

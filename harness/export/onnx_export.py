@@ -54,6 +54,10 @@ def export_onnx(model: torch.nn.Module, sample: np.ndarray, out: Path, opset: in
 def run_onnx(model: bytes | str | Path, x: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
+    from harness.backends.cpu import QUIET
+
     src = str(model) if isinstance(model, Path) else model
-    sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+    so = ort.SessionOptions()
+    so.log_severity_level = QUIET
+    sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]

@@ -3,7 +3,8 @@
 fp32: the float model. fp16: the same graph cast to FP16 at the ONNX level (FP32 inputs/outputs kept).
 int8: the calibrated fake-quant model exported with QuantizeLinear/DequantizeLinear (zero-points 0,
 per-channel weights on the output-channel axis) at QDQ_OPSET. int8-fp16: that graph with its float parts
-(scales included) in FP16. Every file is checked by onnx.checker and by harness.export.verify before it is kept.
+(scales included) in FP16. With the modelopt tool, NVIDIA Model Optimizer quantizes the fp32 ONNX instead
+(harness.export.modelopt_ptq). Every file is checked by onnx.checker and harness.export.verify before it is kept.
 """
 
 from __future__ import annotations
@@ -15,23 +16,30 @@ import onnx
 import torch
 
 from harness.backends.base import PRECISIONS
-from harness.data.datasets import Dataset, SyntheticDataset
+from harness.data.datasets import Dataset, SyntheticDataset, resolve_dataset
 from harness.errors import HarnessError
 from harness.export.onnx_export import OPSET, run_onnx, trace_onnx
 from harness.export.precision import FP16_QDQ_OPSET, to_fp16
 from harness.export.verify import LEVELS, SAMPLES, Verification, check_outputs
 from harness.fileio import atomic_write
 from harness.models.registry import ModelSpec, load_model
+from harness.quantize.config import QuantConfig
+from harness.quantize.onnx_graph import merge_duplicate_qdq
 
 QDQ_OPSET = FP16_QDQ_OPSET  # >= 13 for per-channel axis, >= 19 for FP16 into QuantizeLinear: one opset for both
 
 
-def calib_dir_for(out: Path) -> Path:
-    """Calibration cache beside the ONNX cache (<engines>/onnx -> <engines>/calib), else engines/calib."""
+def engines_dir_for(out: Path) -> Path:
+    """The cache root of an ONNX in <engines>/onnx; for a file written elsewhere, engines/."""
     from harness.build import ENGINES_DIR
 
     out = Path(out)
-    return out.parent.parent / "calib" if out.parent.name == "onnx" else ENGINES_DIR / "calib"
+    return out.parent.parent if out.parent.name == "onnx" else ENGINES_DIR
+
+
+def calib_dir_for(out: Path) -> Path:
+    """Calibration cache beside the ONNX cache (<engines>/onnx -> <engines>/calib), else engines/calib."""
+    return engines_dir_for(out) / "calib"
 
 
 def check_request(precision: str, quant: dict | None) -> None:
@@ -55,8 +63,9 @@ def export_variant(spec: ModelSpec, precision: str, out: Path, quant: dict | Non
                    samples: int = SAMPLES) -> Path:
     """Export, check (harness.export.verify) and keep the file with its check's figures beside it.
 
-    The check runs `samples` inputs: for int8, validation images of the calibration dataset (what the
-    quantization was calibrated for); for float precisions, seeded synthetic inputs.
+    Either tool's Q/DQ file goes through the same readiness check and export check. The check runs `samples`
+    inputs: for int8, validation images of the calibration dataset (what the quantization was calibrated for);
+    for float precisions, seeded synthetic inputs.
     """
     check_request(precision, quant)
     if verify not in LEVELS:
@@ -64,22 +73,33 @@ def export_variant(spec: ModelSpec, precision: str, out: Path, quant: dict | Non
     out = Path(out)
     float_model = load_model(spec)
     data: Dataset = SyntheticDataset(spec)
+    sample, _ = data.take("val", 2)
+    quant_model = None
     if quant is None:
-        model, opset = float_model, OPSET
+        proto = trace_onnx(float_model, sample, OPSET)
+    elif quant.get("tool") == "modelopt":
+        from harness.export.modelopt_ptq import modelopt_qdq
+
+        cfg = QuantConfig.from_dict(quant)
+        proto = modelopt_qdq(spec, precision, cfg, engines_dir_for(out), log)  # FP16 parts done by ModelOpt
+        data = resolve_dataset(cfg.dataset, spec)
     else:
-        from harness.data.datasets import resolve_dataset
         from harness.quantize.calibrate import check_calibrated
         from harness.quantize.checkpoint import quantized
+        from harness.quantize.modules import fb_fake_quant
 
         qm = quantized(spec, quant, calib_dir or calib_dir_for(out), log)
-        model, opset = qm.model.eval(), QDQ_OPSET
-        check_calibrated(model)
+        quant_model = qm.model.eval()
+        check_calibrated(quant_model)
+        with fb_fake_quant():
+            proto = merge_duplicate_qdq(trace_onnx(quant_model, sample, QDQ_OPSET))
         data = resolve_dataset(qm.config.dataset, spec)
-    proto = _trace(model, SyntheticDataset(spec).take("val", 2)[0], opset, quantized_model=quant is not None)
-    if precision.endswith("fp16"):
+    if precision.endswith("fp16") and (quant or {}).get("tool") != "modelopt":
         proto = to_fp16(proto)
+    if quant is not None:
+        proto = _checked_qdq(proto)
     payload = proto.SerializeToString()
-    result = _verified(precision, proto, payload, float_model, model if quant else None, data, samples, verify)
+    result = _verified(precision, proto, payload, float_model, quant_model, data, samples, verify)
     if log:
         log(f"{precision} ONNX {result.summary()}")
         if result.degenerate:
@@ -92,15 +112,6 @@ def export_variant(spec: ModelSpec, precision: str, out: Path, quant: dict | Non
     atomic_write(verify_sidecar(out), json.dumps(result.to_dict(), indent=2, default=float))
     atomic_write(out, payload)
     return out
-
-
-def _trace(model, sample, opset: int, quantized_model: bool) -> onnx.ModelProto:
-    if not quantized_model:
-        return trace_onnx(model, sample, opset)
-    from harness.quantize.modules import fb_fake_quant
-
-    with fb_fake_quant():
-        return _checked_qdq(trace_onnx(model, sample, opset))
 
 
 def _verified(precision, proto, payload: bytes, float_model, quant_model, data: Dataset, samples: int,
@@ -119,11 +130,9 @@ def _verified(precision, proto, payload: bytes, float_model, quant_model, data: 
 
 
 def _checked_qdq(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """One Q/DQ per tensor, and no Q/DQ TensorRT would refuse (missing or zero scale, non-zero zero-point)."""
+    """No Q/DQ TensorRT would refuse (missing or zero scale, non-zero zero-point), whichever tool placed them."""
     from harness.quantize.inspect_onnx import check
-    from harness.quantize.onnx_graph import merge_duplicate_qdq
 
-    proto = merge_duplicate_qdq(proto)
     hazards = check(proto).hazards
     for kind, what in (("bad_scale", "a missing or zero scale"), ("zero_point", "a non-zero zero-point")):
         if hazards[kind]:

@@ -31,7 +31,7 @@ from harness.quantize.calibrate import (
     switch_off,
     unreached,
 )
-from harness.quantize.config import QuantConfig
+from harness.quantize.config import QuantConfig, calibration_data
 from harness.quantize.replace import prepare, quant_layers, resolve_skip, set_float, unfriendly_layers
 
 FORMAT = "harness-quant/1"
@@ -59,13 +59,6 @@ def _spec_key(spec: ModelSpec) -> dict:
     return {"model": spec.to_dict(), "weights": weights_sha(spec), "versions": library_versions()}
 
 
-def _calib_inputs(spec: ModelSpec, cfg: QuantConfig):
-    from harness.data.datasets import resolve_dataset
-
-    data = resolve_dataset(cfg.dataset, spec)
-    return data.batches("calib", cfg.calib_batch_size, limit=cfg.calib_batches * cfg.calib_batch_size)
-
-
 def calibrate(spec: ModelSpec, cfg: QuantConfig, cache_dir: Path, log=None) -> QuantModel:
     """Place, calibrate (statistics from the cache when present) and skip, as the config asks."""
     model = prepare(load_model(spec), cfg.mode, log)
@@ -74,7 +67,7 @@ def calibrate(spec: ModelSpec, cfg: QuantConfig, cache_dir: Path, log=None) -> Q
     def collect():
         if log:
             log(f"collecting calibration statistics ({cfg.dataset}, {cfg.calib_batches} x {cfg.calib_batch_size})")
-        return collect_stats(model, (x for x, _ in _calib_inputs(spec, cfg)))
+        return collect_stats(model, (x for x, _ in calibration_data(spec, cfg)))
 
     stats = cached_stats(Path(cache_dir) / f"stats-{key}.pt", collect)
     used = apply_calibration(model, stats, cfg)
@@ -90,7 +83,7 @@ def calibrate(spec: ModelSpec, cfg: QuantConfig, cache_dir: Path, log=None) -> Q
     if cfg.skip_count:
         from harness.quantize.sensitivity import analyse, most_sensitive
 
-        x = np.concatenate([x for x, _ in _calib_inputs(spec, cfg)])
+        x = np.concatenate([x for x, _ in calibration_data(spec, cfg)])
         _, ranked = analyse(model, x, None, "sqnr", skip=skipped, reverse=False)
         auto = most_sensitive(ranked, cfg.skip_count)
         if log:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from harness.errors import HarnessError
 
+TOOLS = ("pq", "modelopt")  # pytorch-quantization (the project's placement), NVIDIA Model Optimizer's ONNX PTQ
 MODES = ("naive", "hybrid", "selective")
 CALIBRATORS = ("max", "percentile", "entropy", "mse")
+MODELOPT_CALIBRATORS = ("max", "entropy")
+# What ModelOpt's ONNX PTQ reads of a request; every other field is pytorch-quantization's own.
+MODELOPT_FIELDS = ("tool", "calib", "calib_batches", "calib_batch_size", "dataset")
 GRANULARITIES = ("per-channel", "per-tensor")
 HYBRID_AUTO_SKIP = 2  # layers left in float by hybrid mode when no --skip/--skip-from names any
 
@@ -20,9 +24,13 @@ class QuantConfig:
     per-layer choices as "PATTERN=VALUE[,VALUE]" where a value is a calibrator (activations of the matching
     layers) or a weight granularity (per-channel / per-tensor). `auto_skip` layers are added to the skip list
     from the sensitivity analysis; None means the mode's default (hybrid without a skip list: 2, else 0).
+
+    `tool` picks the quantizer. ModelOpt places Q/DQ itself, so for it mode is None and the other
+    pytorch-quantization fields are reset to their defaults and left out of to_dict(): they can neither change
+    its result nor split its caches (the CLI refuses them when given).
     """
 
-    mode: str = "selective"
+    mode: str | None = "selective"
     calib: str = "entropy"
     percentile: float = 99.99
     calib_batches: int = 8
@@ -31,12 +39,23 @@ class QuantConfig:
     skip: tuple[str, ...] = field(default_factory=tuple)
     overrides: tuple[str, ...] = field(default_factory=tuple)
     auto_skip: int | None = None
+    tool: str = "pq"
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise HarnessError(f"--mode {self.mode!r} is unknown: use one of {', '.join(MODES)}")
+        if self.tool not in TOOLS:
+            raise HarnessError(f"--quantizer {self.tool!r} is unknown: use one of {', '.join(TOOLS)}")
         if self.calib not in CALIBRATORS:
             raise HarnessError(f"--calib {self.calib!r} is unknown: use one of {', '.join(CALIBRATORS)}")
+        if self.tool == "modelopt":
+            if self.calib not in MODELOPT_CALIBRATORS:
+                raise HarnessError(f"--calib {self.calib} is not offered by --quantizer modelopt: use one of "
+                                   f"{', '.join(MODELOPT_CALIBRATORS)}")
+            for f in fields(self):
+                if f.name not in MODELOPT_FIELDS:
+                    default = f.default if f.default is not MISSING else f.default_factory()
+                    object.__setattr__(self, f.name, None if f.name == "mode" else default)
+        elif self.mode not in MODES:
+            raise HarnessError(f"--mode {self.mode!r} is unknown: use one of {', '.join(MODES)}")
         if not 0 < self.percentile <= 100:
             raise HarnessError(f"--percentile {self.percentile} must be in (0, 100], e.g. 99.99")
         if self.calib_batches < 1 or self.calib_batch_size < 1:
@@ -57,7 +76,12 @@ class QuantConfig:
         return [parse_override(text) for text in self.overrides]
 
     def to_dict(self) -> dict:
+        """The request as cache keys hash it; pq's leaves `tool` out, so keys and checkpoints from before the
+        choice existed still match."""
         d = asdict(self)
+        if self.tool == "modelopt":
+            return {k: d[k] for k in MODELOPT_FIELDS}
+        del d["tool"]
         d["skip"] = list(self.skip)
         d["overrides"] = list(self.overrides)
         return d
@@ -65,6 +89,15 @@ class QuantConfig:
     @classmethod
     def from_dict(cls, d: dict) -> QuantConfig:
         return cls(**{**d, "skip": tuple(d.get("skip", ())), "overrides": tuple(d.get("overrides", ()))})
+
+
+def calibration_data(spec, cfg: QuantConfig):
+    """The request's calibration batches: `calib_batches` x `calib_batch_size` of its dataset's calib split,
+    the same images whichever tool calibrates on them."""
+    from harness.data.datasets import resolve_dataset
+
+    data = resolve_dataset(cfg.dataset, spec)
+    return data.batches("calib", cfg.calib_batch_size, limit=cfg.calib_batches * cfg.calib_batch_size)
 
 
 def parse_override(text: str) -> tuple[str, dict]:

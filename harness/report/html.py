@@ -12,7 +12,7 @@ body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; font-size: 12px; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; }
 th { background: #f3f3f3; position: sticky; top: 0; }
-td:nth-child(-n+7) { text-align: left; }
+td:nth-child(-n+8) { text-align: left; }
 img { max-width: 100%; border: 1px solid #eee; }
 """
 

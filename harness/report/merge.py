@@ -13,18 +13,18 @@ import pandas as pd
 
 from harness.errors import HarnessError
 
-SETTINGS = ["model", "dataset", "backend", "precision", "mode", "calibrator", "batch"]
+SETTINGS = ["model", "dataset", "backend", "precision", "tool", "mode", "calibrator", "batch"]
 LATENCY = ["latency_min_ms", "latency_mean_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms"]
 DERIVED = ["speedup_vs_baseline", "speedup_vs_fp32", "speedup_vs_fp16", "top1_delta_pp"]
 COLUMNS = [
     "cell_id", "experiment", "status", *SETTINGS, *LATENCY, "latency_cv", "latency_p50_lo_ms",
     "latency_p50_hi_ms", "latency_spread_pct", "repeats", "throughput_ips", "top1_pct", "top5_pct",
-    "top1_agreement_pct", "sqnr_db", "max_abs_error", "eval_samples", *DERIVED, "engine_size_mb", "build_s",
-    "calib_s", "export_s", "engine_cache_hit", "cell_s", "error", "failed_stage", "baseline_id",
-    "timing_includes", "engine", "onnx", "layer_table", "finished_utc",
+    "top1_agreement_pct", "sqnr_db", "max_abs_error", "eval_samples", "qdq_hazards", "qdq_float_layers",
+    *DERIVED, "engine_size_mb", "build_s", "calib_s", "export_s", "engine_cache_hit", "cell_s", "error",
+    "failed_stage", "baseline_id", "timing_includes", "engine", "onnx", "layer_table", "finished_utc",
 ]
-# Columns every row must have for the table to be one of ours.
-REQUIRED = ["cell_id", "status", *SETTINGS]
+# Columns every row must have for the table to be one of ours (tables from before `tool` existed hold pq rows).
+REQUIRED = ["cell_id", "status", *(c for c in SETTINGS if c != "tool")]
 
 
 def _with_peer_speedup(df: pd.DataFrame, precision: str) -> pd.Series:
@@ -49,8 +49,10 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
             df[col] = np.nan
     numeric = [*LATENCY, "top1_pct", "batch"]
     df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
-    for col in ("mode", "calibrator", "error", "failed_stage"):
+    for col in ("tool", "mode", "calibrator", "error", "failed_stage"):
         df[col] = df[col].where(df[col].notna() & (df[col] != ""), None)
+    # Rows from before there was a choice of quantizer are pytorch-quantization's.
+    df["tool"] = df["tool"].where(df["tool"].notna() | df["mode"].isna(), "pq")
     ok = df[df["status"] == "ok"].drop_duplicates("cell_id").set_index("cell_id")
     base = df["baseline_id"].map(ok["latency_p50_ms"])
     df["speedup_vs_baseline"] = base / df["latency_p50_ms"]

@@ -31,8 +31,11 @@ def _png(fig) -> bytes:
 
 
 def short_label(row) -> str:
-    quant = f" {row['mode']}/{row['calibrator']}" if isinstance(row["mode"], str) else ""
-    return f"{row['backend']} {row['precision']}{quant}"
+    """'cpu int8 selective/max'; ModelOpt cells, which have no mode, read 'cpu int8 modelopt/max'."""
+    label = f"{row['backend']} {row['precision']}"
+    if not isinstance(row.get("tool"), str):
+        return label
+    return f"{label} {row['mode'] if isinstance(row['mode'], str) else row['tool']}/{row['calibrator']}"
 
 
 def latency_accuracy(df: pd.DataFrame) -> bytes | None:

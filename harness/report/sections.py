@@ -9,12 +9,12 @@ import pandas as pd
 from harness.commands.common import fmt
 from harness.report.pareto import pareto_mask
 
-SHOWN = ["model", "dataset", "backend", "precision", "mode", "calibrator", "batch", "latency_p50_ms",
+SHOWN = ["model", "dataset", "backend", "precision", "tool", "mode", "calibrator", "batch", "latency_p50_ms",
          "latency_p99_ms", "latency_spread_pct", "throughput_ips", "top1_pct", "top1_delta_pp",
-         "top1_agreement_pct", "sqnr_db", "speedup_vs_baseline", "speedup_vs_fp32", "speedup_vs_fp16",
+         "top1_agreement_pct", "sqnr_db", "qdq_hazards", "speedup_vs_baseline", "speedup_vs_fp32", "speedup_vs_fp16",
          "engine_size_mb", "build_s", "calib_s"]
 ENV = ["env_host", "env_cpu", "env_gpu", "env_driver", "env_cuda", "env_tensorrt", "env_torch",
-       "env_onnxruntime", "env_harness", "env_git_commit"]
+       "env_onnxruntime", "env_modelopt", "env_harness", "env_git_commit"]
 FIGURES = {"latency_vs_accuracy": "Latency against accuracy and SQNR (dashed: Pareto front)",
            "speedup": "Speedup against the FP32 and FP16 baselines",
            "layer_precision": "Per-layer precision of inspected engines"}
@@ -55,9 +55,10 @@ def build_sections(df: pd.DataFrame, figures: dict[str, bytes]) -> list[Section]
     shown.insert(len(SHOWN), "pareto", front[ok.index].map({True: "yes", False: ""}))
     out.append(Section("Results", table=formatted(shown)))
     out.append(Section("Pareto front", "Cells no other cell of the same model, dataset and batch beats on both "
-                       "p50 latency and accuracy.", formatted(df.loc[front[front].index, SHOWN[:10]])))
+                       "p50 latency and accuracy.", formatted(df.loc[front[front].index, SHOWN[:11]])))
     if not failed.empty:
-        cols = ["model", "dataset", "backend", "precision", "mode", "calibrator", "batch", "failed_stage", "error"]
+        cols = ["model", "dataset", "backend", "precision", "tool", "mode", "calibrator", "batch", "failed_stage",
+                "error"]
         out.append(Section("Failed cells", f"{len(failed)} cell(s) did not finish; each is a row with its error.",
                            formatted(failed[cols])))
     env_cols = [c for c in ENV if c in df.columns]

@@ -80,6 +80,7 @@ def capture() -> dict[str, str]:
         "env_tensorrt": _version("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt-cu11"),
         "env_torch": _version("torch"),
         "env_onnxruntime": _version("onnxruntime"),
+        "env_modelopt": _version("nvidia-modelopt"),
         "env_harness": __version__,
         "env_git_commit": _git_commit(),
         "env_python": platform.python_version(),

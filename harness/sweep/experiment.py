@@ -13,12 +13,12 @@ from harness.backends.base import PRECISIONS, backend_names
 from harness.errors import HarnessError
 from harness.export.verify import LEVELS as VERIFY_LEVELS
 from harness.models.registry import ModelSpec, model_names, resolve_model
-from harness.quantize.config import CALIBRATORS, MODES
+from harness.quantize.config import CALIBRATORS, MODELOPT_CALIBRATORS, MODES, TOOLS
 
-QUANTIZED = ("int8", "int8-fp16")  # precisions whose cells expand over quantization modes and calibrators
-CELL_KEYS = ("model", "dataset", "backend", "precision", "mode", "calibrator", "batch")
+QUANTIZED = ("int8", "int8-fp16")  # precisions whose cells expand over quantization tools, modes and calibrators
+CELL_KEYS = ("model", "dataset", "backend", "precision", "tool", "mode", "calibrator", "batch")
 SECTIONS = {
-    "quantization": {"modes": ["selective"], "calibrators": ["entropy"], "percentile": 99.99,
+    "quantization": {"tools": ["pq"], "modes": ["selective"], "calibrators": ["entropy"], "percentile": 99.99,
                      "calib_batches": 4, "calib_batch_size": 32},
     "timing": {"warmup_s": 0.2, "iterations": 50, "duration_s": 1.0, "repeats": 3},
     "evaluation": {"split": "val", "limit": None},
@@ -144,8 +144,20 @@ def _rules(r: _Reader, raw: dict, key: str, allowed: dict) -> list[dict]:
         entry = r.mapping(entry, f"{key}[{i}]", CELL_KEYS)
         if not entry:
             raise r.fail(f"{key}[{i}]", f"is empty; give some of {', '.join(CELL_KEYS)}")
-        rules.append({k: _cell_values(r, f"{key}[{i}].{k}", k, v, allowed) for k, v in entry.items()})
+        rule = {k: _cell_values(r, f"{key}[{i}].{k}", k, v, allowed) for k, v in entry.items()}
+        _check_modelopt(r, f"{key}[{i}]", rule)
+        rules.append(rule)
     return rules
+
+
+def _check_modelopt(r: _Reader, key: str, settings: dict[str, list]) -> None:
+    """Settings that name tool modelopt alone may not name what ModelOpt does not offer."""
+    if settings.get("tool") != ["modelopt"]:
+        return
+    if "mode" in settings:
+        raise r.fail(f"{key}.mode", "does not apply to tool modelopt (ModelOpt places Q/DQ itself); drop it")
+    if "calibrator" in settings and not set(settings["calibrator"]) & set(MODELOPT_CALIBRATORS):
+        raise r.fail(f"{key}.calibrator", f"tool modelopt calibrates with {' or '.join(MODELOPT_CALIBRATORS)}")
 
 
 def _cell_values(r: _Reader, key: str, cell_key: str, value, allowed: dict) -> list:
@@ -173,10 +185,14 @@ def load_experiment(path: Path) -> Experiment:
             raise r.fail(required, "is required")
     specs = _models(r, raw["models"])
     quant = _section(r, raw, "quantization")
-    allowed = {"model": list(specs), "backend": backend_names(), "precision": PRECISIONS, "mode": MODES,
-               "calibrator": CALIBRATORS}
+    allowed = {"model": list(specs), "backend": backend_names(), "precision": PRECISIONS, "tool": TOOLS,
+               "mode": MODES, "calibrator": CALIBRATORS}
+    quant["tools"] = r.values(quant["tools"], "quantization.tools", TOOLS)
     quant["modes"] = r.values(quant["modes"], "quantization.modes", MODES)
     quant["calibrators"] = r.values(quant["calibrators"], "quantization.calibrators", CALIBRATORS)
+    if "modelopt" in quant["tools"] and not set(quant["calibrators"]) & set(MODELOPT_CALIBRATORS):
+        raise r.fail("quantization.tools", f"modelopt calibrates with {' or '.join(MODELOPT_CALIBRATORS)} and "
+                     "quantization.calibrators lists neither; add one")
     r.number(quant["percentile"], "quantization.percentile", 0, 100)
     r.number(quant["calib_batches"], "quantization.calib_batches", 1, integer=True)
     r.number(quant["calib_batch_size"], "quantization.calib_batch_size", 1, integer=True)
@@ -204,10 +220,11 @@ def load_experiment(path: Path) -> Experiment:
     elif r.number(build["max_batch"], "build.max_batch", 1, integer=True) < largest:
         raise r.fail("build.max_batch", f"{build['max_batch']} is below the largest batch size {largest}")
     baseline = r.mapping(raw.get("baseline") or {"precision": "fp32"}, "baseline",
-                         ("backend", "precision", "mode", "calibrator"))
+                         ("backend", "precision", "tool", "mode", "calibrator"))
     for key, value in baseline.items():
         if value not in allowed[key]:
             raise r.fail(f"baseline.{key}", f"{value!r} is not allowed; use one of {', '.join(allowed[key])}")
+    _check_modelopt(r, "baseline", {k: [v] for k, v in baseline.items()})
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not name or any(c in name for c in "/\\ ") or name.startswith("."):
         raise r.fail("name", f"{name!r} must be a folder name for reports/<name>/ (no spaces or slashes)")

@@ -7,18 +7,20 @@ from dataclasses import asdict, dataclass, replace
 
 from harness.build import sha256_json
 from harness.errors import HarnessError
-from harness.quantize.config import QuantConfig
+from harness.quantize.config import MODELOPT_CALIBRATORS, QuantConfig
 from harness.sweep.experiment import QUANTIZED, Experiment
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One point of the matrix; mode and calibrator are None for unquantized precisions."""
+    """One point of the matrix; tool, mode and calibrator are None for unquantized precisions, mode for ModelOpt
+    (it places Q/DQ itself)."""
 
     model: str
     dataset: str
     backend: str
     precision: str
+    tool: str | None
     mode: str | None
     calibrator: str | None
     batch: int
@@ -27,7 +29,7 @@ class Cell:
         return asdict(self)
 
     def label(self) -> str:
-        quant = f" {self.mode}/{self.calibrator}" if self.mode else ""
+        quant = f" {self.mode or self.tool}/{self.calibrator}" if self.tool else ""
         return f"{self.model} {self.dataset} {self.backend} {self.precision}{quant} b{self.batch}"
 
 
@@ -35,7 +37,7 @@ def quant_config(exp: Experiment, cell: Cell) -> QuantConfig | None:
     if cell.precision not in QUANTIZED:
         return None
     q = exp.quantization
-    return QuantConfig(mode=cell.mode, calib=cell.calibrator, percentile=float(q["percentile"]),
+    return QuantConfig(tool=cell.tool, mode=cell.mode, calib=cell.calibrator, percentile=float(q["percentile"]),
                        calib_batches=q["calib_batches"], calib_batch_size=q["calib_batch_size"],
                        dataset=cell.dataset)
 
@@ -49,16 +51,20 @@ def cell_id(exp: Experiment, cell: Cell) -> str:
 
 
 def _cells(exp: Experiment, axes: dict[str, list]) -> list[Cell]:
-    """The product of the axes; quantized precisions also take every mode x calibrator, others neither."""
+    """The product of the axes; quantized precisions also take every tool with its modes x calibrators (pq: all
+    of them; modelopt: no mode, the calibrators it offers), others none."""
     cells = []
     for model, dataset, backend, precision, batch in itertools.product(
         axes["model"], axes["dataset"], axes["backend"], axes["precision"], axes["batch"]
     ):
-        if precision in QUANTIZED:
-            for mode, calibrator in itertools.product(axes["mode"], axes["calibrator"]):
-                cells.append(Cell(model, dataset, backend, precision, mode, calibrator, batch))
-        else:
-            cells.append(Cell(model, dataset, backend, precision, None, None, batch))
+        if precision not in QUANTIZED:
+            cells.append(Cell(model, dataset, backend, precision, None, None, None, batch))
+            continue
+        for tool in axes["tool"]:
+            modes = [None] if tool == "modelopt" else axes["mode"]
+            calibrators = [c for c in axes["calibrator"] if tool != "modelopt" or c in MODELOPT_CALIBRATORS]
+            for mode, calibrator in itertools.product(modes, calibrators):
+                cells.append(Cell(model, dataset, backend, precision, tool, mode, calibrator, batch))
     return cells
 
 
@@ -69,11 +75,12 @@ def _matches(cell: Cell, rule: dict) -> bool:
 def expand(exp: Experiment) -> list[Cell]:
     """Axes product minus `exclude`, plus `include` slices (each a sub-matrix over the keys it leaves out)."""
     axes = {"model": exp.models, "dataset": exp.datasets, "backend": exp.backends, "precision": exp.precisions,
-            "batch": exp.batch_sizes, "mode": exp.quantization["modes"],
+            "batch": exp.batch_sizes, "tool": exp.quantization["tools"], "mode": exp.quantization["modes"],
             "calibrator": exp.quantization["calibrators"]}
     cells = [c for c in _cells(exp, axes) if not any(_matches(c, rule) for rule in exp.exclude)]
     for rule in exp.include:
-        cells += _cells(exp, {**axes, **rule})
+        implied = {"tool": ["pq"]} if "mode" in rule else {}  # modes are pq's: a rule naming one adds pq cells
+        cells += _cells(exp, {**axes, **implied, **rule})
     return list(dict.fromkeys(cells))
 
 
@@ -81,8 +88,10 @@ def baseline_of(exp: Experiment, cell: Cell) -> Cell:
     """The cell this one is compared against: itself with the experiment's baseline keys substituted."""
     base = replace(cell, **exp.baseline)
     if base.precision not in QUANTIZED:
-        base = replace(base, mode=None, calibrator=None)
-    return base
+        return replace(base, tool=None, mode=None, calibrator=None)
+    if base.tool is None or ("mode" in exp.baseline and "tool" not in exp.baseline):  # modes are pq's
+        base = replace(base, tool="pq")
+    return replace(base, mode=None) if base.tool == "modelopt" else base
 
 
 def check_baseline(exp: Experiment, cells: list[Cell]) -> None:
@@ -105,7 +114,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def work_key(cell: Cell) -> tuple:
     """Cells with the same work key share calibration and export, so they stay on one shard."""
-    return cell.model, cell.dataset, cell.precision, cell.mode, cell.calibrator
+    return cell.model, cell.dataset, cell.precision, cell.tool, cell.mode, cell.calibrator
 
 
 def shard(cells: list[Cell], k: int, n: int) -> list[Cell]:

@@ -30,6 +30,7 @@ def plan(ws: Workspace, cells: list[Cell], retry_failed: bool = False) -> list[P
         spec, quant = ws.exp.specs[cell.model], quant_config(ws.exp, cell)
         try:
             from_spec = hasattr(ws.backend(cell), "build_from_spec")
+            ws.quantizer(cell)
         except Exception as exc:  # the same reason run_cell would record
             out.append(Planned(cell, cid, result, "-", f"cannot run: {one_line(exc)}"))
             continue

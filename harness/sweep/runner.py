@@ -68,6 +68,23 @@ class Workspace:
                                f"{', '.join(backend.precisions)}")
         return backend
 
+    def quantizer(self, cell: Cell) -> None:
+        """A ModelOpt cell's failure before any work where the extra is not installed."""
+        if cell.tool == "modelopt":
+            from harness.export.modelopt_ptq import require_modelopt
+
+            self.once(("quantizer", cell.tool), require_modelopt)
+
+    def qdq_verdict(self, onnx: Path) -> dict:
+        """What `harness inspect` says of a cell's Q/DQ ONNX, whichever tool placed the Q/DQ."""
+        from harness.quantize.inspect_onnx import inspect_file
+
+        def make():
+            report = inspect_file(onnx)
+            return {"qdq_hazards": report.hazard_count, "qdq_float_layers": len(report.weighted_float)}
+
+        return self.once(("qdq", str(onnx)), make)
+
     def onnx_of(self, cell: Cell) -> tuple[Path, float | None]:
         """(verified ONNX, seconds calibration + export took when it was made).
 
@@ -164,6 +181,7 @@ def run_cell(ws: Workspace, cell: Cell) -> dict:
         onnx = None
         if not hasattr(backend, "build_from_spec"):  # backends that run the PyTorch model need no export
             stage = "calibrate+export"
+            ws.quantizer(cell)
             onnx, prepare_s = ws.onnx_of(cell)
             row.update(onnx=str(onnx), export_s=prepare_s,
                        calib_s=prepare_s if quant_config(exp, cell) else None, **export_check_columns(onnx))
@@ -186,6 +204,8 @@ def run_cell(ws: Workspace, cell: Cell) -> dict:
                    sqnr_db=acc.sqnr_db, max_abs_error=acc.max_abs_error, eval_samples=acc.samples,
                    reference_degenerate=acc.reference_degenerate)
         stage = "inspect"
+        if onnx is not None and cell.tool is not None:
+            row.update(ws.qdq_verdict(onnx))
         row.update(_layers(ws, runner, row["cell_id"]))
     except Exception as exc:  # one broken cell must not end the sweep: it becomes a row
         row.update(status="failed", error=one_line(exc), failed_stage=stage)
