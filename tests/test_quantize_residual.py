@@ -18,7 +18,7 @@ from harness.quantize.replace import prepare, quant_layers
 
 
 class TinyResidual(nn.Module):
-    """x + f(x) written in forward, a projection shortcut, a plain Add of two equal branches, MaxPool, cat."""
+    """x + f(x) written in forward, a projection shortcut, an Add of two equally deep branches, MaxPool, cat."""
 
     def __init__(self):
         super().__init__()
@@ -33,7 +33,7 @@ class TinyResidual(nn.Module):
         x = self.pool(torch.relu(self.stem(x)))
         x = x + self.a2(torch.relu(self.a1(x)))  # identity shortcut
         x = torch.relu(self.b2(torch.relu(self.b1(x))) + self.proj(x))  # projection shortcut, written second
-        y = self.left(x) + self.right(x)  # not a residual: one weighted layer on each side
+        y = self.left(x) + self.right(x)  # a tie: one weighted layer on each side
         return self.head(torch.cat([y, x[:, :8]], 1)).mean((2, 3))
 
 
@@ -56,11 +56,12 @@ def _export(model, x, tmp_path):
 def test_fx_finds_residual_adds_from_the_graph(tmp_path):
     model = prepare(TinyResidual().eval(), "selective")
     adds = {n: m for n, m in quant_layers(model).items() if isinstance(m, QuantResidualAdd)}
-    assert len(adds) == 2  # the two x + f(x); the Add of two equal branches is left alone
+    assert len(adds) == 3  # the two x + f(x) and the tie
     assert any(isinstance(m, QuantConcat) for m in model.modules())
     code = model.code
     assert "residual(a2, pool)" in code  # branch first, shortcut (the block input) quantized
     assert "(b2, proj)" in code  # the projection path (one conv) is the shortcut, the two-conv path the branch
+    assert "(right, left)" in code  # tie: the input produced later is the branch, the earlier one is quantized
     first = next(iter(adds.values()))
     assert first.shortcut_quantizer is model.a1._input_quantizer  # block input: conv and shortcut share one
     assert model.pool._input_quantizer is model.a1._input_quantizer  # both sides of the MaxPool
@@ -70,7 +71,7 @@ def test_fx_placement_exports_one_qdq_per_tensor_and_passes_inspect(tmp_path):
     model, x = _calibrated(prepare(TinyResidual().eval(), "selective"))
     proto = _export(model, x, tmp_path)
     report = check(proto)
-    assert len(report.residual_quantized) == 2 and report.hazard_count == 0
+    assert len(report.residual_quantized) == 3 and report.hazard_count == 0
     quant_inputs = [n.input[0] for n in proto.graph.node if n.op_type == "QuantizeLinear"]
     assert len(quant_inputs) == len(set(quant_inputs))  # shared quantizers: one Q per tensor after merging
     shared = [n for n in proto.graph.node if n.op_type == "DequantizeLinear"
@@ -81,7 +82,7 @@ def test_fx_placement_exports_one_qdq_per_tensor_and_passes_inspect(tmp_path):
 def test_naive_placement_leaves_residual_adds_unquantized(tmp_path):
     model, x = _calibrated(prepare(TinyResidual().eval(), "naive"))
     report = check(_export(model, x, tmp_path))
-    assert len(report.hazards["unquantized_shortcut"]) == 2
+    assert len(report.hazards["unquantized_shortcut"]) == 3
 
 
 @pytest.mark.parametrize("block", [

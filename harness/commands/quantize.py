@@ -39,7 +39,9 @@ def _summary(qm) -> list[tuple[str, object]]:
     return [("mode", qm.config.mode), ("activation calibrators", ", ".join(calibrators)),
             ("weighted layers", len(weighted)), ("residual Adds quantized on the shortcut", len(residual)),
             ("activation quantizers (shared counted once)", len(qm.calibrators)),
-            ("layers left in float", ", ".join(qm.skipped) or "none")]
+            ("layers left in float", len(qm.skipped) or "none"),
+            *[(f"  {name}", qm.reasons.get(name, "")) for name in qm.skipped],
+            ("quantizers that saw only zeros (float)", ", ".join(qm.zero_range) or "none")]
 
 
 @click.command()

@@ -21,7 +21,7 @@ from harness.quantize.config import QuantConfig
 from harness.quantize.modules import RESIDUAL_SLOTS, StatsCalibrator, slots, weight_quantizer
 from harness.quantize.replace import matches, placement, quant_layers
 
-STATS_FORMAT = 1
+STATS_FORMAT = 2  # 2: attention made explicit, zero-range records
 
 
 def activation_quantizers(model: nn.Module) -> dict[str, TensorQuantizer]:
@@ -66,10 +66,16 @@ def collect_stats(model: nn.Module, batches) -> dict[str, dict]:
     for name, q in acts.items():
         cal = q._calibrator
         if cal.max is not None:
-            stats[name] = {"max": cal.max.clone(), "hist": cal._calib_hist.clone(),
-                           "edges": cal._calib_bin_edges.clone()}
+            hist = None if cal._calib_hist is None else cal._calib_hist.clone()  # None: only zeros seen
+            edges = None if cal._calib_bin_edges is None else cal._calib_bin_edges.clone()
+            stats[name] = {"max": cal.max.clone(), "hist": hist, "edges": edges}
         cal.reset()
     return stats
+
+
+def zero_range(stats: dict[str, dict]) -> list[str]:
+    """Quantizers that saw only zeros during calibration: no scale fits them, so they stay in float (exact)."""
+    return [name for name, record in stats.items() if float(record["max"]) == 0]
 
 
 def _set_amax(q: TensorQuantizer, value: torch.Tensor) -> None:
@@ -87,7 +93,7 @@ def apply_calibration(model: nn.Module, stats: dict[str, dict], cfg: QuantConfig
 
     Selective mode calibrates quantizers that feed a residual shortcut with max: a clipped shortcut adds its
     clipping error straight onto the residual stream (measured on digits-resnet: entropy there costs ~13 dB
-    SQNR). --override still decides last.
+    SQNR). --override still decides last. Quantizers that saw only zeros (`zero_range`) are disabled.
     """
     overrides = cfg.layer_overrides()
     held_by = owners(model)
@@ -100,9 +106,13 @@ def apply_calibration(model: nn.Module, stats: dict[str, dict], cfg: QuantConfig
         return value
 
     used = {}
+    zeros = set(zero_range(stats))
     for name, q in activation_quantizers(model).items():
         if name not in stats:
             continue  # never reached by the data: left uncalibrated, refused at export if it is ever used
+        if name in zeros:
+            q.disable()
+            continue
         shortcut = any(attr in RESIDUAL_SLOTS for _, attr in held_by.get(id(q), []))
         method = choice(q, "calib", "max" if cfg.mode == "selective" and shortcut else cfg.calib)
         _set_amax(q, compute_amax(stats[name], method, cfg.percentile))
@@ -114,7 +124,9 @@ def apply_calibration(model: nn.Module, stats: dict[str, dict], cfg: QuantConfig
                 q = layer._weight_quantizer = weight_quantizer(None)
             q._calibrator.reset()
             q._calibrator.collect(layer.weight.detach())
-            _set_amax(q, q._calibrator.compute_amax())
+            amax = q._calibrator.compute_amax()
+            # An all-zero weight channel (a zero-initialised head) is exact at any scale; TensorRT needs one > 0.
+            _set_amax(q, torch.where(amax > 0, amax, torch.ones_like(amax)))
             q._calibrator.reset()
     return used
 
@@ -132,13 +144,14 @@ def check_calibrated(model: nn.Module) -> None:
             bad = int((~(amax > 0)).flatten().nonzero()[0]) if amax.numel() > 1 else None
             where = f" in channel {bad}" if bad is not None else ""
             raise HarnessError(f"quantizer {name} has a zero or invalid scale (amax {float(amax.min()):g}{where}): "
-                               "an all-zero tensor cannot be quantized; leave its layer in float with --skip")
+                               "recalibrate with harness quantize, or leave its layer in float with --skip")
 
 
 def stats_key(spec_key: dict, cfg: QuantConfig) -> dict:
     """What a statistics pass depends on: not the calibrator, the skip list or the overrides."""
     return {"format": STATS_FORMAT, **spec_key, "placement": placement(cfg.mode), "dataset": cfg.dataset,
-            "calib_batches": cfg.calib_batches, "calib_batch_size": cfg.calib_batch_size}
+            "calib_batches": cfg.calib_batches, "calib_batch_size": cfg.calib_batch_size,
+            "attention_matmul": cfg.quantize_attention_matmul}
 
 
 def cached_stats(path: Path, collect) -> dict[str, dict]:

@@ -26,11 +26,21 @@ from harness.quantize.calibrate import (
     check_calibrated,
     collect_stats,
     stats_key,
+    zero_range,
 )
 from harness.quantize.config import QuantConfig
-from harness.quantize.replace import prepare, quant_layers, resolve_skip, set_float, unfriendly_layers
+from harness.quantize.replace import (
+    UNFRIENDLY_CHANNELS,
+    drop_idle,
+    head_layers,
+    prepare,
+    quant_layers,
+    resolve_skip,
+    set_float,
+    unfriendly_layers,
+)
 
-FORMAT = "harness-quant/1"
+FORMAT = "harness-quant/1"  # reasons and zero_range were added later: read with defaults
 
 
 @dataclass
@@ -43,6 +53,8 @@ class QuantModel:
     skipped: list[str]
     calibrators: dict[str, str] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)  # skipped layer -> why it stays in float
+    zero_range: list[str] = field(default_factory=list)  # quantizers that saw only zeros: disabled
 
 
 def weights_sha(spec: ModelSpec) -> str | None:
@@ -61,9 +73,13 @@ def _calib_inputs(spec: ModelSpec, cfg: QuantConfig):
     return data.batches("calib", cfg.calib_batch_size, limit=cfg.calib_batches * cfg.calib_batch_size)
 
 
+def _prepare(spec: ModelSpec, cfg: QuantConfig, log=None) -> nn.Module:
+    return prepare(load_model(spec), cfg.mode, log, cfg.quantize_attention_matmul)
+
+
 def calibrate(spec: ModelSpec, cfg: QuantConfig, cache_dir: Path, log=None) -> QuantModel:
     """Place, calibrate (statistics from the cache when present) and skip, as the config asks."""
-    model = prepare(load_model(spec), cfg.mode, log)
+    model = _prepare(spec, cfg, log)
     key = sha256_json(stats_key(_spec_key(spec), cfg))[:24]
 
     def collect():
@@ -73,21 +89,31 @@ def calibrate(spec: ModelSpec, cfg: QuantConfig, cache_dir: Path, log=None) -> Q
 
     stats = cached_stats(Path(cache_dir) / f"stats-{key}.pt", collect)
     used = apply_calibration(model, stats, cfg)
+    zeros = zero_range(stats)
+    if zeros and log:
+        log(f"calibration: {len(zeros)} quantizer(s) saw only zeros and stay in float (exact): {', '.join(zeros)}")
     layers = quant_layers(model)
-    skipped = resolve_skip(layers, cfg.skip)
+    reasons = dict.fromkeys(resolve_skip(layers, cfg.skip), "--skip")
     if cfg.mode == "selective":
-        skipped += [n for n in unfriendly_layers(model) if n not in skipped]
+        for name in unfriendly_layers(model):
+            reasons.setdefault(name, f"INT8-unfriendly (reads < {UNFRIENDLY_CHANNELS} channels)")
+        if not cfg.quantize_head:
+            for name in head_layers(model):
+                reasons.setdefault(name, "classifier head (--quantize-head quantizes it)")
+    set_float(model, list(reasons))
+    drop_idle(model)
     if cfg.skip_count:
         from harness.quantize.sensitivity import analyse, most_sensitive
 
         x = np.concatenate([x for x, _ in _calib_inputs(spec, cfg)])
-        _, ranked = analyse(model, x, None, "sqnr", skip=skipped, reverse=False)
+        _, ranked = analyse(model, x, None, "sqnr", skip=list(reasons), reverse=False)
         auto = most_sensitive(ranked, cfg.skip_count)
         if log:
             log(f"sensitivity analysis leaves in float: {', '.join(auto) or 'nothing'}")
-        skipped += auto
-    set_float(model, skipped)
-    return QuantModel(spec, cfg, model, skipped, used)
+        reasons.update(dict.fromkeys(auto, "sensitivity analysis"))
+        set_float(model, auto)
+        drop_idle(model)
+    return QuantModel(spec, cfg, model, list(reasons), used, reasons=reasons, zero_range=zeros)
 
 
 def to_checkpoint(qm: QuantModel, with_weights: bool = False) -> dict:
@@ -95,7 +121,8 @@ def to_checkpoint(qm: QuantModel, with_weights: bool = False) -> dict:
             if isinstance(m, TensorQuantizer) and hasattr(m, "_amax")}
     ckpt = {"format": FORMAT, "model": qm.spec.to_dict(), "weights_sha256": weights_sha(qm.spec),
             "config": qm.config.to_dict(), "amax": amax, "skipped": list(qm.skipped),
-            "calibrators": dict(qm.calibrators), "extra": dict(qm.extra)}
+            "calibrators": dict(qm.calibrators), "extra": dict(qm.extra), "reasons": dict(qm.reasons),
+            "zero_range": list(qm.zero_range)}
     if with_weights:
         ckpt["state_dict"] = {k: v.detach().clone() for k, v in qm.model.state_dict().items()
                               if not k.endswith("._amax")}
@@ -133,7 +160,7 @@ def restore(ckpt: dict, log=None) -> QuantModel:
         raise HarnessError(f"the quantization checkpoint of {spec.name} was calibrated on other weights than "
                            f"{spec.weights or 'the bundled ones'}: run harness quantize again")
     cfg = QuantConfig.from_dict(ckpt["config"])
-    model = prepare(load_model(spec), cfg.mode, log)
+    model = _prepare(spec, cfg, log)
     if "state_dict" in ckpt:
         missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
         if unexpected or [k for k in missing if not k.endswith("._amax")]:
@@ -144,10 +171,15 @@ def restore(ckpt: dict, log=None) -> QuantModel:
             raise HarnessError(f"the checkpoint names quantizer {name}, which {spec.name} in {cfg.mode} mode lacks; "
                                "run harness quantize again")
         _set_amax(modules[name], value)
+    zeros = list(ckpt.get("zero_range", []))
+    for name in zeros:
+        if isinstance(modules.get(name), TensorQuantizer):
+            modules[name].disable()
     set_float(model, [n for n in ckpt["skipped"] if n in quant_layers(model)])
+    drop_idle(model)
     check_calibrated(model)
     return QuantModel(spec, cfg, model, list(ckpt["skipped"]), dict(ckpt.get("calibrators", {})),
-                      dict(ckpt.get("extra", {})))
+                      dict(ckpt.get("extra", {})), dict(ckpt.get("reasons", {})), zeros)
 
 
 def quantized(spec: ModelSpec, quant: dict, cache_dir: Path, log=None) -> QuantModel:

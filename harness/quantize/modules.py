@@ -42,22 +42,32 @@ class StatsCalibrator(HistogramCalibrator):
     """pytorch-quantization's histogram calibrator that also keeps the running |max|.
 
     One collection pass then serves every calibrator: max from the running maximum, percentile / entropy / mse
-    from the histogram.
+    from the histogram. All-zero batches seen before any non-zero one (a zero-initialised class token) are
+    counted into the first bin once the histogram has a range: upstream would size its bins from a zero range and
+    fail (OverflowError). A quantizer that only ever sees zeros keeps no histogram (`zero_range`).
     """
 
     def __init__(self):
         super().__init__(NUM_BITS, None, False)
         self.max = None
+        self.zeros = 0
 
     def collect(self, x):
         with torch.no_grad():
             m = x.detach().abs().max().float().cpu()
         self.max = m if self.max is None else torch.maximum(self.max, m)
+        if self._calib_hist is None and float(m) == 0:
+            self.zeros += x.numel()
+            return
         super().collect(x)
+        if self.zeros:
+            self._calib_hist[0] += self.zeros
+            self.zeros = 0
 
     def reset(self):
         super().reset()
         self.max = None
+        self.zeros = 0
 
 
 def activation_quantizer() -> TensorQuantizer:
