@@ -152,9 +152,74 @@ def test_registration_hook_quantizes_an_untraceable_block(tmp_path):
         unregister_block(Gated)
 
 
-def test_untraceable_model_falls_back_with_a_warning():
+def test_untraceable_model_falls_back_with_a_warning_naming_an_importable_hook():
+    import importlib
+    import re
+    import subprocess
+    import sys
+
     notes = []
     model = prepare(nn.Sequential(nn.Conv2d(8, 8, 1), Gated()).eval(), "selective", log=notes.append)
-    assert notes and "not torch.fx-traceable" in notes[0] and "register_block" in notes[0]
+    assert notes and "not torch.fx-traceable" in notes[0]
+    module, name = re.search(r"register such blocks with ([\w.]+)", notes[0]).group(1).rsplit(".", 1)
+    assert getattr(importlib.import_module(module), name) is register_block  # the path the warning prints works
+    cheap = subprocess.run([sys.executable, "-c", f"import sys, {module}; assert 'torch' not in sys.modules"])
+    assert cheap.returncode == 0  # and importing that package still does not load torch
     assert hasattr(model[0], "_input_quantizer")  # layers are still quantized
     assert np.isfinite(model(torch.randn(1, 8, 4, 4)).detach().numpy()).all()
+
+
+class TwoConvs(nn.Module):
+    """conv3x3(x) + conv1x1(x): one weighted layer on each side of the Add (a tie), read by another conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.c3, self.c1, self.out = (nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1),
+                                                  nn.Conv2d(8, 8, 1), nn.Conv2d(8, 4, 1))
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        return self.out(torch.relu(self.c3(x) + self.c1(x)))
+
+
+class ThreeWay(nn.Module):
+    """x + f(x) + g(x): the second Add has one weighted layer on each side since x (a tie)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.f, self.g, self.out = (nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1),
+                                               nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 4, 1))
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        return self.out(torch.relu(x + self.f(x) + self.g(x)))
+
+
+def _convnext_like():
+    from torchvision.models.convnext import CNBlock
+
+    return nn.Sequential(nn.Conv2d(3, 16, 2, stride=2), CNBlock(16, 0.5, 0.0), CNBlock(16, 0.5, 0.0),
+                         nn.Conv2d(16, 4, 1))
+
+
+def _adds(proto):
+    """Each Add of the exported graph -> how many of its inputs come from a DequantizeLinear."""
+    producer = {o: n.op_type for n in proto.graph.node for o in n.output}
+    return {n.name: sum(producer.get(i) == "DequantizeLinear" for i in n.input)
+            for n in proto.graph.node if n.op_type == "Add" and all(i in producer for i in n.input)}
+
+
+@pytest.mark.parametrize("build, adds", [(TwoConvs, 1), (ThreeWay, 2), (_convnext_like, 2)],
+                         ids=["conv3x3+conv1x1", "x+f(x)+g(x)", "convnext-block"])
+def test_every_residual_add_is_decided_and_inspect_sees_the_naive_ones(build, adds, tmp_path):
+    torch.manual_seed(0)
+    selective, x = _calibrated(prepare(build().eval(), "selective"))
+    proto = _export(selective, x, tmp_path)
+    report = check(proto)
+    assert len(report.residual_quantized) == adds and report.hazard_count == 0
+    residual = {n for n in report.residual_quantized}
+    assert all(count == 1 for name, count in _adds(proto).items() if name in residual)  # exactly one input
+    torch.manual_seed(0)
+    naive, x = _calibrated(prepare(build().eval(), "naive"))
+    naive_report = check(_export(naive, x, tmp_path))
+    assert len(naive_report.hazards["unquantized_shortcut"]) == adds  # through Transpose and layer scale too

@@ -33,7 +33,7 @@ class _AttentionMatmuls:
             setattr(self, attr, activation_quantizer() if enabled else nn.Identity())
 
     def _scores(self, q, k):
-        return self.q_quantizer(q) @ self.k_quantizer(k).transpose(-2, -1)
+        return self.q_quantizer(q) @ self.k_quantizer(k.transpose(-2, -1))  # Q/DQ right at the MatMul
 
     def _mix(self, probs, v):
         return self.softmax_quantizer(probs) @ self.v_quantizer(v)
