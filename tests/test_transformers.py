@@ -177,6 +177,13 @@ def test_vit_int8_selective_is_clean_and_at_least_as_close_to_fp32_as_naive(vit_
     assert sqnr["selective"] >= sqnr["naive"], sqnr
 
 
+def test_attention_probabilities_are_calibrated_with_max(vit_spec, tmp_path):
+    qm = calibrate(vit_spec, QuantConfig(mode="naive", quantize_attention_matmul=True, **FAST), tmp_path)
+    methods = {name.rsplit(".", 1)[-1]: m for name, m in qm.calibrators.items() if "self_attention." in name}
+    assert methods == {"softmax_quantizer": "max", "q_quantizer": "entropy", "k_quantizer": "entropy",
+                       "v_quantizer": "entropy", "_input_quantizer": "entropy"}
+
+
 def test_attention_matmuls_are_quantized_on_request(vit_spec, tmp_path):
     report = check(_int8(vit_spec, tmp_path, mode="selective", quantize_attention_matmul=True))
     assert len(report.matmul_quantized) == 4 and not report.matmul_float and report.hazard_count == 0

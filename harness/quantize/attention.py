@@ -22,7 +22,8 @@ from torchvision.models.swin_transformer import ShiftedWindowAttention, ShiftedW
 from harness.quantize.blocks import QUANT_BLOCK
 from harness.quantize.modules import activation_quantizer, input_slots, twin
 
-MATMUL_SLOTS = ("q_quantizer", "k_quantizer", "softmax_quantizer", "v_quantizer")
+SOFTMAX_SLOT = "softmax_quantizer"  # attention probabilities: calibrated with max (harness.quantize.calibrate)
+MATMUL_SLOTS = ("q_quantizer", "k_quantizer", SOFTMAX_SLOT, "v_quantizer")
 
 
 class _AttentionMatmuls:
