@@ -223,3 +223,12 @@ def test_every_residual_add_is_decided_and_inspect_sees_the_naive_ones(build, ad
     naive, x = _calibrated(prepare(build().eval(), "naive"))
     naive_report = check(_export(naive, x, tmp_path))
     assert len(naive_report.hazards["unquantized_shortcut"]) == adds  # through Transpose and layer scale too
+
+
+@pytest.mark.parametrize("after, kept", [(nn.Sigmoid(), False), (nn.Conv2d(8, 4, 1), True)])
+def test_maxpool_is_quantized_only_when_an_int8_layer_reads_it(after, kept):
+    from harness.quantize.replace import drop_idle
+
+    model = prepare(nn.Sequential(nn.Conv2d(8, 8, 1), nn.MaxPool2d(2), after).eval(), "selective")
+    drop_idle(model)
+    assert model.get_submodule("1")._input_quantizer._disabled is not kept
