@@ -2,6 +2,7 @@
 calibration of a zero class token, INT8 export, inspect, and the export errors a user meets."""
 
 import copy
+import re
 
 import numpy as np
 import onnx
@@ -93,6 +94,10 @@ def test_explicit_multihead_attention_matches_masks_weights_and_cross_attention(
                 (a, wa), (b, wb) = mha(*args, **kwargs), ours(*args, **kwargs)
                 torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
                 torch.testing.assert_close(wb, wa, rtol=1e-5, atol=1e-6)
+    calls = []
+    ours.in_proj.register_forward_hook(lambda *_: calls.append(1))
+    ours(x, x, x)
+    assert len(calls) == 1  # self-attention: one Q/K/V projection, as PyTorch computes it
 
 
 def test_fp32_export_writes_attention_as_matmul_and_softmax(tmp_path):
@@ -197,4 +202,5 @@ def test_cli_quantize_prints_why_layers_stay_float(run_cli, tmp_path):
     assert result.exit_code == 0, result.output
     assert "conv_proj" in result.output and "INT8-unfriendly" in result.output
     assert "heads.head" in result.output and "--quantize-head" in result.output
+    assert re.search(r"residual Adds quantized on the shortcut +0", result.output)  # the stream stays float
     assert load(tmp_path / "v.quant.pt")["config"]["quantize_attention_matmul"]

@@ -58,7 +58,8 @@ class ExplicitMultiheadAttention(_AttentionMatmuls, nn.Module):
         return input_slots(self.in_proj) if index < 3 else []
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
-                average_attn_weights=True, is_causal=False):
+                average_attn_weights=True, is_causal=False):  # is_causal: a hint about attn_mask, as in PyTorch
+        self_attention = key is query and value is query
         unbatched = query.dim() == 2
         if unbatched:
             query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
@@ -66,7 +67,7 @@ class ExplicitMultiheadAttention(_AttentionMatmuls, nn.Module):
         if not self.batch_first or unbatched:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         e, h = self.embed_dim, self.num_heads
-        if key is query and value is query:
+        if self_attention:
             q, k, v = self.in_proj(query).chunk(3, dim=-1)
         else:  # cross-attention: one projection, three inputs (so one input scale)
             q, k, v = (self.in_proj(t)[..., i * e:(i + 1) * e] for i, t in enumerate((query, key, value)))

@@ -69,16 +69,11 @@ def residual_inputs(gm: fx.GraphModule, node: fx.Node) -> tuple[fx.Node, fx.Node
     return split[:2] if split else None
 
 
-def _shape_only(gm: fx.GraphModule, node: fx.Node) -> bool:
-    return ((node.op == "call_method" and node.target in _SHAPE_METHODS)
-            or (node.op == "call_function" and node.target in _SHAPE_FUNCTIONS)
-            or isinstance(_module(gm, node), _SHAPE_MODULES)) and bool(node.args) and isinstance(node.args[0], fx.Node)
-
-
-def _fused(gm: fx.GraphModule, node: fx.Node) -> bool:
-    return ((node.op == "call_method" and node.target in _FUSED_METHODS)
-            or (node.op == "call_function" and node.target in _FUSED_FUNCTIONS)
-            or isinstance(_module(gm, node), _FUSED_MODULES))
+def _calls(gm: fx.GraphModule, node: fx.Node, methods, functions, modules) -> bool:
+    """Whether `node` applies one of these ops to a tensor (its first argument)."""
+    return ((node.op == "call_method" and node.target in methods)
+            or (node.op == "call_function" and node.target in functions)
+            or isinstance(_module(gm, node), modules)) and bool(node.args) and isinstance(node.args[0], fx.Node)
 
 
 def _int8_reader(gm: fx.GraphModule, user: fx.Node, node: fx.Node) -> bool:
@@ -105,7 +100,8 @@ def residuals_feeding_int8(gm: fx.GraphModule) -> set[int]:
             if any(_int8_reader(gm, user, current) for user in current.users):
                 found.add(id(m))
                 break
-            fresh = [u for u in current.users if u not in seen and _fused(gm, u)]
+            fresh = [u for u in current.users if u not in seen
+                     and _calls(gm, u, _FUSED_METHODS, _FUSED_FUNCTIONS, _FUSED_MODULES)]
             seen.update(fresh)
             stack += fresh
     return found
@@ -191,7 +187,7 @@ def _share_by_tensor(gm: fx.GraphModule) -> None:
         elif isinstance(m, QuantConcat):
             for t in node.args[0]:
                 union(t, node)
-        elif _shape_only(gm, node):
+        elif _calls(gm, node, _SHAPE_METHODS, _SHAPE_FUNCTIONS, _SHAPE_MODULES):
             union(node, node.args[0])
     groups: dict[fx.Node, list] = {}
     for node in gm.graph.nodes:
