@@ -28,7 +28,7 @@ from harness.models.batchnorm import recompute_batchnorm
 from harness.models.registry import load_model, resolve_model
 from harness.quantize.checkpoint import quantized
 from harness.quantize.config import QuantConfig
-from harness.quantize.modules import run_recording_scales
+from harness.quantize.modules import run_recording_quantizers
 
 MODELS = ["resnet18", "resnet50", "mobilenet_v2", "googlenet", "efficientnet_b0", "regnet_x_400mf"]
 
@@ -45,7 +45,7 @@ def _model_name(name: str) -> str:
 def old_check_passes(onnx_path: Path, spec, quant: dict, calib_dir: Path) -> bool:
     """The check this benchmark replaces: 2 synthetic inputs, max abs error <= 5 % of the output range + 1e-3."""
     x, _ = SyntheticDataset(spec).take("val", 2)
-    expected, _ = run_recording_scales(quantized(spec, quant, calib_dir).model, x)
+    expected, _ = run_recording_quantizers(quantized(spec, quant, calib_dir).model, x, 0)
     error = float(np.abs(run_onnx(onnx_path, x) - expected).max())
     return error <= 0.05 * float(np.abs(expected).max()) + 1e-3
 
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["naive", "selective"])
     args = parser.parse_args()
     print("| model | mode | kept | SQNR file dB | SQNR fake-quant dB | file vs fake-quant dB | top-1 agr. file % "
-          "| top-1 agr. fake-quant % | McNemar p | scales | old check | s |")
+          "| top-1 agr. fake-quant % | McNemar p | Q/DQ placed | old check | s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -79,7 +79,7 @@ def main() -> None:
                 old = "keeps" if old_check_passes(out, spec, quant, root / "calib") else "refuses"
                 print(f"| {name} | {mode} | yes | {v['sqnr_db']:.2f} | {v['fake_quant_sqnr_db']:.2f} | "
                       f"{v['file_vs_fake_quant_sqnr_db']:.2f} | {v['top1_agreement_pct']:.1f} | "
-                      f"{v['fake_quant_top1_agreement_pct']:.1f} | {v['mcnemar_p']:.2f} | {v['scales_checked']} | "
+                      f"{v['fake_quant_top1_agreement_pct']:.1f} | {v['mcnemar_p']:.2f} | {v['quantizers_checked']} | "
                       f"{old} | {seconds:.0f} |", flush=True)
 
 

@@ -74,10 +74,23 @@ def test_quantized_conv_branch_input_is_a_hazard():
     assert not r.hazards["unquantized_shortcut"]
 
 
-def test_add_of_two_equal_branches_is_not_a_residual():
+@pytest.mark.parametrize("quantized", [None, 0, 1, (0, 1)])
+def test_add_of_two_equally_deep_branches_needs_exactly_one_quantized_input(quantized):
+    """conv3x3(x) + conv1x1(x) feeding a quantized conv: a tie, fine with either input quantized, not both."""
     b = Builder()
     xq = b.qdq("x")
-    r = check(b.model(b.op("Add", [b.conv(xq), b.conv(xq)])))
+    sides = [b.conv(xq), b.conv(xq)]
+    chosen = () if quantized is None else quantized if isinstance(quantized, tuple) else (quantized,)
+    sides = [b.qdq(t) if i in chosen else t for i, t in enumerate(sides)]
+    r = check(b.model(b.conv(b.qdq(b.op("Add", sides, name="tie")))))
+    assert (r.residual_quantized if chosen else r.residual_float) == ["tie"]
+    assert r.hazards["unquantized_shortcut"] == (["tie"] if not chosen else [])
+    assert r.hazards["quantized_branch"] == (["tie"] if len(chosen) == 2 else [])
+
+
+def test_add_of_two_plain_tensors_is_not_a_residual():
+    b = Builder()
+    r = check(b.model(b.op("Add", [b.op("Relu", ["x"]), b.op("Sigmoid", ["x"])])))
     assert not r.residual_quantized and not r.residual_float and r.hazard_count == 0
 
 

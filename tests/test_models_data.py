@@ -67,7 +67,36 @@ def test_resnet18_random_weights_are_reproducible_and_run_on_cpu(tmp_path):
     assert res.top1_agreement == 100.0 and res.sqnr_db > 60
 
 
-@pytest.mark.parametrize("name", ["resnet50", "mobilenet_v2"])
-def test_other_torchvision_models_resolve(name):
+@pytest.mark.parametrize("name, side", [("resnet50", 224), ("mobilenet_v2", 224), ("vit_b_16", 224),
+                                        ("swin_t", 224), ("convnext_tiny", 224), ("inception_v3", 299)])
+def test_torchvision_classifiers_resolve_at_their_native_size(name, side):
     spec = resolve_model(name)
-    assert spec.input_shape == (3, 224, 224) and spec.num_classes == 1000
+    assert spec.input_shape == (3, side, side) and spec.num_classes == 1000
+
+
+def test_every_torchvision_classifier_is_accepted_without_importing_torch():
+    import subprocess
+    import sys
+
+    import torchvision
+
+    from harness.models.registry import TORCHVISION
+
+    assert set(TORCHVISION) == set(torchvision.models.list_models(module=torchvision.models))
+    code = ("import sys; from harness.models.registry import resolve_model; resolve_model('efficientnet_b0'); "
+            "assert 'torch' not in sys.modules")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_unknown_model_is_one_line_with_the_closest_names():
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError) as err:
+        resolve_model("vit_b16")
+    assert "did you mean vit_b_16" in err.value.message and "\n" not in err.value.message
+
+
+def test_a_torchvision_transformer_builds_seeded():
+    spec = resolve_model("swin_t")
+    a, b = load_model(spec), load_model(spec)
+    assert torch.equal(a.head.weight, b.head.weight) and not a.training

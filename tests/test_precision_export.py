@@ -106,9 +106,13 @@ def test_uncalibrated_or_zero_scale_is_refused():
     with pytest.raises(HarnessError, match="not calibrated"):
         check_calibrated(model)
     with torch.no_grad():
-        model[0].weight[1] = 0  # an all-zero output channel: amax 0 there
+        model[0].weight[1] = 0  # an all-zero output channel: exact at any scale, so it gets a positive one
     apply_calibration(model, collect_stats(model, [np.ones((1, 3, 5, 5), np.float32)]), QuantConfig(calib="max"))
-    with pytest.raises(HarnessError, match="zero or invalid scale .* in channel 1"):
+    check_calibrated(model)
+    assert float(model[0]._weight_quantizer._amax.flatten()[1]) == 1.0
+    with torch.no_grad():
+        model[0]._weight_quantizer._amax[2] = 0  # a damaged or hand-edited scale is still refused
+    with pytest.raises(HarnessError, match="zero or invalid scale .* in channel 2"):
         check_calibrated(model)
 
 

@@ -44,7 +44,10 @@ def test_each_mode_places_quantizers_and_keeps_accuracy(digits, mode):
         assert not residual and len(qm.skipped) == 2
     if mode == "selective":
         assert residual == ["layer1.0", "layer1.1", "layer2", "layer3"]
-        assert qm.skipped == ["conv1"]  # the 1-channel stem is INT8-unfriendly
+        assert qm.skipped == ["conv1", "fc"]  # the 1-channel stem is INT8-unfriendly, the head stays float
+        assert "head" in qm.reasons["fc"] and "unfriendly" in qm.reasons["conv1"]
+        assert qm.model.layer3.residual_quantizer._disabled  # last block: its Add feeds no INT8 layer
+        assert not qm.model.layer2.residual_quantizer._disabled  # feeds layer3's convs
         block = qm.model.get_submodule("layer1.0")  # a GraphModule keeps qualified names
         assert block.residual_quantizer is block.conv1._input_quantizer  # the block input's one quantizer
         assert qm.model.layer2.downsample[0]._input_quantizer is qm.model.layer2.conv1._input_quantizer
@@ -92,7 +95,7 @@ def test_percentile_value_is_passed_through(digits):
 
 def test_per_layer_overrides_of_calibrator_and_granularity(digits):
     spec, *_, cache = digits
-    cfg = QuantConfig(mode="selective", calib="entropy", overrides=("fc=max,per-tensor",), **FAST)
+    cfg = QuantConfig(mode="selective", calib="entropy", overrides=("fc=max,per-tensor",), quantize_head=True, **FAST)
     qm = calibrate(spec, cfg, cache)
     assert qm.calibrators["fc._input_quantizer"] == "max"
     assert qm.calibrators["layer3.conv2._input_quantizer"] == "entropy"

@@ -32,8 +32,17 @@ def test_quantize_writes_config_and_every_amax(checkpoint):
     assert "layer1.0.residual_quantizer._amax" not in ckpt["amax"]  # names are quantizers, values their amax
     assert ckpt["amax"]["layer1.0.residual_quantizer"].numel() == 1
     assert ckpt["amax"]["layer3.conv2._weight_quantizer"].shape == (64, 1, 1, 1)
-    assert ckpt["skipped"] == ["conv1"]
-    assert re.search(r"residual Adds quantized on the shortcut +4", output)
+    assert ckpt["skipped"] == ["conv1", "fc"] and "head" in ckpt["reasons"]["fc"]
+    assert re.search(r"residual Adds quantized on the shortcut +3", output)  # not the last: it feeds float fc
+    assert re.search(r"conv1 +INT8-unfriendly", output) and re.search(r"fc +classifier head", output)
+
+
+def test_quantize_head_flag_quantizes_the_classifier(run_cli, tmp_path):
+    result = run_cli("quantize", "--calib", "max", *FAST, "--quantize-head", "--engines-dir", tmp_path / "e",
+                     "-o", tmp_path / "h.pt")
+    assert result.exit_code == 0, result.output
+    ckpt = load(tmp_path / "h.pt")
+    assert ckpt["config"]["quantize_head"] and ckpt["skipped"] == ["conv1"] and "fc._input_quantizer" in ckpt["amax"]
 
 
 def test_checkpoint_builds_and_evaluates_with_top1_change(run_cli, checkpoint, tmp_path):

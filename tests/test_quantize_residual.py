@@ -18,7 +18,7 @@ from harness.quantize.replace import prepare, quant_layers
 
 
 class TinyResidual(nn.Module):
-    """x + f(x) written in forward, a projection shortcut, a plain Add of two equal branches, MaxPool, cat."""
+    """x + f(x) written in forward, a projection shortcut, an Add of two equally deep branches, MaxPool, cat."""
 
     def __init__(self):
         super().__init__()
@@ -33,7 +33,7 @@ class TinyResidual(nn.Module):
         x = self.pool(torch.relu(self.stem(x)))
         x = x + self.a2(torch.relu(self.a1(x)))  # identity shortcut
         x = torch.relu(self.b2(torch.relu(self.b1(x))) + self.proj(x))  # projection shortcut, written second
-        y = self.left(x) + self.right(x)  # not a residual: one weighted layer on each side
+        y = self.left(x) + self.right(x)  # a tie: one weighted layer on each side
         return self.head(torch.cat([y, x[:, :8]], 1)).mean((2, 3))
 
 
@@ -56,11 +56,12 @@ def _export(model, x, tmp_path):
 def test_fx_finds_residual_adds_from_the_graph(tmp_path):
     model = prepare(TinyResidual().eval(), "selective")
     adds = {n: m for n, m in quant_layers(model).items() if isinstance(m, QuantResidualAdd)}
-    assert len(adds) == 2  # the two x + f(x); the Add of two equal branches is left alone
+    assert len(adds) == 3  # the two x + f(x) and the tie
     assert any(isinstance(m, QuantConcat) for m in model.modules())
     code = model.code
     assert "residual(a2, pool)" in code  # branch first, shortcut (the block input) quantized
     assert "(b2, proj)" in code  # the projection path (one conv) is the shortcut, the two-conv path the branch
+    assert "(right, left)" in code  # tie: the input produced later is the branch, the earlier one is quantized
     first = next(iter(adds.values()))
     assert first.shortcut_quantizer is model.a1._input_quantizer  # block input: conv and shortcut share one
     assert model.pool._input_quantizer is model.a1._input_quantizer  # both sides of the MaxPool
@@ -70,7 +71,7 @@ def test_fx_placement_exports_one_qdq_per_tensor_and_passes_inspect(tmp_path):
     model, x = _calibrated(prepare(TinyResidual().eval(), "selective"))
     proto = _export(model, x, tmp_path)
     report = check(proto)
-    assert len(report.residual_quantized) == 2 and report.hazard_count == 0
+    assert len(report.residual_quantized) == 3 and report.hazard_count == 0
     quant_inputs = [n.input[0] for n in proto.graph.node if n.op_type == "QuantizeLinear"]
     assert len(quant_inputs) == len(set(quant_inputs))  # shared quantizers: one Q per tensor after merging
     shared = [n for n in proto.graph.node if n.op_type == "DequantizeLinear"
@@ -81,7 +82,7 @@ def test_fx_placement_exports_one_qdq_per_tensor_and_passes_inspect(tmp_path):
 def test_naive_placement_leaves_residual_adds_unquantized(tmp_path):
     model, x = _calibrated(prepare(TinyResidual().eval(), "naive"))
     report = check(_export(model, x, tmp_path))
-    assert len(report.hazards["unquantized_shortcut"]) == 2
+    assert len(report.hazards["unquantized_shortcut"]) == 3
 
 
 @pytest.mark.parametrize("block", [
@@ -151,9 +152,83 @@ def test_registration_hook_quantizes_an_untraceable_block(tmp_path):
         unregister_block(Gated)
 
 
-def test_untraceable_model_falls_back_with_a_warning():
+def test_untraceable_model_falls_back_with_a_warning_naming_an_importable_hook():
+    import importlib
+    import re
+    import subprocess
+    import sys
+
     notes = []
     model = prepare(nn.Sequential(nn.Conv2d(8, 8, 1), Gated()).eval(), "selective", log=notes.append)
-    assert notes and "not torch.fx-traceable" in notes[0] and "register_block" in notes[0]
+    assert notes and "not torch.fx-traceable" in notes[0]
+    module, name = re.search(r"register such blocks with ([\w.]+)", notes[0]).group(1).rsplit(".", 1)
+    assert getattr(importlib.import_module(module), name) is register_block  # the path the warning prints works
+    cheap = subprocess.run([sys.executable, "-c", f"import sys, {module}; assert 'torch' not in sys.modules"])
+    assert cheap.returncode == 0  # and importing that package still does not load torch
     assert hasattr(model[0], "_input_quantizer")  # layers are still quantized
     assert np.isfinite(model(torch.randn(1, 8, 4, 4)).detach().numpy()).all()
+
+
+class TwoConvs(nn.Module):
+    """conv3x3(x) + conv1x1(x): one weighted layer on each side of the Add (a tie), read by another conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.c3, self.c1, self.out = (nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1),
+                                                  nn.Conv2d(8, 8, 1), nn.Conv2d(8, 4, 1))
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        return self.out(torch.relu(self.c3(x) + self.c1(x)))
+
+
+class ThreeWay(nn.Module):
+    """x + f(x) + g(x): the second Add has one weighted layer on each side since x (a tie)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.f, self.g, self.out = (nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1),
+                                               nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 4, 1))
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        return self.out(torch.relu(x + self.f(x) + self.g(x)))
+
+
+def _convnext_like():
+    from torchvision.models.convnext import CNBlock
+
+    return nn.Sequential(nn.Conv2d(3, 16, 2, stride=2), CNBlock(16, 0.5, 0.0), CNBlock(16, 0.5, 0.0),
+                         nn.Conv2d(16, 4, 1))
+
+
+def _adds(proto):
+    """Each Add of the exported graph -> how many of its inputs come from a DequantizeLinear."""
+    producer = {o: n.op_type for n in proto.graph.node for o in n.output}
+    return {n.name: sum(producer.get(i) == "DequantizeLinear" for i in n.input)
+            for n in proto.graph.node if n.op_type == "Add" and all(i in producer for i in n.input)}
+
+
+@pytest.mark.parametrize("build, adds", [(TwoConvs, 1), (ThreeWay, 2), (_convnext_like, 2)],
+                         ids=["conv3x3+conv1x1", "x+f(x)+g(x)", "convnext-block"])
+def test_every_residual_add_is_decided_and_inspect_sees_the_naive_ones(build, adds, tmp_path):
+    torch.manual_seed(0)
+    selective, x = _calibrated(prepare(build().eval(), "selective"))
+    proto = _export(selective, x, tmp_path)
+    report = check(proto)
+    assert len(report.residual_quantized) == adds and report.hazard_count == 0
+    residual = {n for n in report.residual_quantized}
+    assert all(count == 1 for name, count in _adds(proto).items() if name in residual)  # exactly one input
+    torch.manual_seed(0)
+    naive, x = _calibrated(prepare(build().eval(), "naive"))
+    naive_report = check(_export(naive, x, tmp_path))
+    assert len(naive_report.hazards["unquantized_shortcut"]) == adds  # through Transpose and layer scale too
+
+
+@pytest.mark.parametrize("after, kept", [(nn.Sigmoid(), False), (nn.Conv2d(8, 4, 1), True)])
+def test_maxpool_is_quantized_only_when_an_int8_layer_reads_it(after, kept):
+    from harness.quantize.replace import drop_idle
+
+    model = prepare(nn.Sequential(nn.Conv2d(8, 8, 1), nn.MaxPool2d(2), after).eval(), "selective")
+    drop_idle(model)
+    assert model.get_submodule("1")._input_quantizer._disabled is not kept

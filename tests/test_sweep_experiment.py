@@ -37,6 +37,8 @@ def write(tmp_path, text: str) -> Path:
          ["exclude[0].precison: unknown key", "precision"]),
         ("models: [digits-resnet]\nprecisions: [fp32]\ndatasets: [mnist]\n",
          ["datasets: 'mnist' is not allowed", "imagefolder:PATH"]),
+        ("models: [digits-resnet]\nprecisions: [int8]\nquantization: {quantize_head: yes please}\n",
+         ["quantization.quantize_head: 'yes please' must be true or false"]),
         ("precisions: [fp32]\n", ["models: is required"]),
         ("models: [digits-resnet\n", ["not valid YAML"]),
     ],
@@ -104,3 +106,17 @@ def test_bundled_experiments_are_valid(name):
     cells = expand(exp)
     check_baseline(exp, cells)
     assert {"fp32", "fp16", "int8"} <= {c.precision for c in cells}
+
+
+def test_quantization_flags_reach_the_cells_config(tmp_path):
+    from harness.sweep.matrix import quant_config
+
+    exp = load_experiment(write(tmp_path, """
+models: [digits-resnet]
+precisions: [int8]
+quantization: {quantize_head: true, quantize_attention_matmul: true}
+"""))
+    cfg = quant_config(exp, expand(exp)[0])
+    assert cfg.quantize_head and cfg.quantize_attention_matmul
+    default = load_experiment(write(tmp_path, "models: [digits-resnet]\nprecisions: [int8]\n"))
+    assert not quant_config(default, expand(default)[0]).quantize_head

@@ -15,11 +15,13 @@ from harness.models.registry import model_names
 
 def model_options(f):
     f = click.option("--input-shape", default=None, metavar="CxHxW",
-                     help="Input shape for torchvision or user models (default 3x224x224).")(f)
+                     help="Input shape for torchvision or user models (default: the model's native size, "
+                          "3x224x224; 3x299x299 for inception_v3).")(f)
     f = click.option("--weights", default=None, metavar="FILE",
                      help="state_dict to load (torch.load(weights_only=True)); bundled for digits-resnet.")(f)
     f = click.option("--model", "model_name", default="digits-resnet", show_default=True,
-                     help=f"{', '.join(model_names())}, or package.module:factory.")(f)
+                     help=f"digits-resnet, any torchvision classification model ({', '.join(model_names()[1:])}, "
+                          "...), or package.module:factory.")(f)
     return f
 
 def build_options(f):
@@ -100,6 +102,10 @@ def quant_options(f):
     """The quantization request, as `harness quantize` takes it; every option defaults to QuantConfig's."""
     from harness.quantize.config import CALIBRATORS, MODES
 
+    f = click.option("--quantize-attention-matmul", is_flag=True, default=None,
+                     help="Also quantize the inputs of the attention MatMuls (Q @ K^T, softmax @ V).")(f)
+    f = click.option("--quantize-head", is_flag=True, default=None,
+                     help="Quantize the classifier head too (selective keeps it in float).")(f)
     f = click.option("--auto-skip", type=click.IntRange(0), default=None,
                      help="Leave the N layers the sensitivity analysis ranks worst in float "
                           "(default: 2 in hybrid mode without a skip list, else 0).")(f)

@@ -38,17 +38,21 @@ def _calibrated(model_name, weights, input_shape, engines_dir, given):
 def _summary(qm) -> list[tuple[str, object]]:
     from pytorch_quantization.nn.modules._utils import QuantMixin
 
-    from harness.quantize.modules import QuantResidualAdd
+    from harness.quantize.modules import RESIDUAL_SLOTS, slots
     from harness.quantize.replace import quant_layers
 
     layers = quant_layers(qm.model)
     weighted = [n for n, m in layers.items() if isinstance(m, QuantMixin)]
-    residual = [n for n, m in layers.items() if isinstance(m, QuantResidualAdd) or hasattr(m, "residual_quantizer")]
+    residual = [n for n, m in layers.items() if any(not getattr(m, attr)._disabled for attr in slots(m)
+                                                     if attr in RESIDUAL_SLOTS)]
     calibrators = sorted(set(qm.calibrators.values()))
     return [("mode", qm.config.mode), ("activation calibrators", ", ".join(calibrators)),
             ("weighted layers", len(weighted)), ("residual Adds quantized on the shortcut", len(residual)),
             ("activation quantizers (shared counted once)", len(qm.calibrators)),
-            ("layers left in float", ", ".join(qm.skipped) or "none")]
+            ("layers left in float", len(qm.skipped) or "none"),
+            *[(f"  {name}", qm.reasons.get(name, "")) for name in qm.skipped],
+            ("activation quantizers with no range (float)", len(qm.off) or "none"),
+            *[(f"  {name}", why) for name, why in qm.off.items()]]
 
 
 @click.command()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import re
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import onnx
@@ -25,7 +28,7 @@ def trace_onnx(model: torch.nn.Module, sample: np.ndarray, opset: int = OPSET) -
     model = model.eval().cpu()
     x = torch.from_numpy(np.ascontiguousarray(sample, dtype=np.float32))
     buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), exportable(opset):
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model,
@@ -51,13 +54,43 @@ def export_onnx(model: torch.nn.Module, sample: np.ndarray, out: Path, opset: in
     return atomic_write(Path(out), trace_onnx(model, sample, opset).SerializeToString())
 
 
+@contextmanager
+def exportable(opset: int):
+    """Attention on its MatMul/Softmax path, and an unsupported operator as one line.
+
+    nn.MultiheadAttention's fused fast path (aten::_native_multi_head_attention, taken in eval without grad)
+    has no ONNX form; with it off, attention exports as MatMul/Softmax and runs the same math in PyTorch. The
+    exporter prints its whole IR graph before raising on an unsupported operator: that dump is dropped.
+    """
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with mock.patch.object(torch._C, "_jit_onnx_log", lambda *args: None, create=True):
+            yield
+    except torch.onnx.errors.UnsupportedOperatorError as exc:
+        message = str(exc)
+        op = re.search(r"operator '([^']+)'", message)
+        since = re.search(r"added in version (\d+)", message)
+        needs = f" (it needs opset {since.group(1)})" if since else ""
+        raise HarnessError(f"ONNX export: operator {op.group(1) if op else message.splitlines()[0]} is not "
+                           f"supported at opset {opset}{needs}; a newer opset or leaving the layer that uses it "
+                           "out (--skip, or a change to the model) avoids it") from exc
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
 def run_onnx(model: bytes | str | Path, x: np.ndarray) -> np.ndarray:
+    return run_onnx_outputs(model, x)[0]
+
+
+def run_onnx_outputs(model: bytes | str | Path | onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
     import onnxruntime as ort
 
     from harness.backends.cpu import QUIET
 
     src = str(model) if isinstance(model, Path) else model
+    src = src.SerializeToString() if isinstance(src, onnx.ModelProto) else src
     so = ort.SessionOptions()
     so.log_severity_level = QUIET
     sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    return sess.run(None, {sess.get_inputs()[0].name: x})

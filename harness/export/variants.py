@@ -18,9 +18,9 @@ import torch
 from harness.backends.base import PRECISIONS
 from harness.data.datasets import Dataset, SyntheticDataset, resolve_dataset
 from harness.errors import HarnessError
-from harness.export.onnx_export import OPSET, run_onnx, trace_onnx
+from harness.export.onnx_export import OPSET, trace_onnx
 from harness.export.precision import FP16_QDQ_OPSET, to_fp16
-from harness.export.verify import LEVELS, SAMPLES, Verification, check_outputs
+from harness.export.verify import LEVELS, PLACEMENT_SAMPLES, SAMPLES, Verification, check_file
 from harness.fileio import atomic_write
 from harness.models.registry import ModelSpec, load_model
 from harness.quantize.config import QuantConfig
@@ -99,7 +99,7 @@ def export_variant(spec: ModelSpec, precision: str, out: Path, quant: dict | Non
     if quant is not None:
         proto = _checked_qdq(proto)
     payload = proto.SerializeToString()
-    result = _verified(precision, proto, payload, float_model, quant_model, data, samples, verify)
+    result = _verified(precision, proto, float_model, quant_model, data, samples, verify)
     if log:
         log(f"{precision} ONNX {result.summary()}")
         if result.degenerate:
@@ -114,8 +114,7 @@ def export_variant(spec: ModelSpec, precision: str, out: Path, quant: dict | Non
     return out
 
 
-def _verified(precision, proto, payload: bytes, float_model, quant_model, data: Dataset, samples: int,
-              level: str) -> Verification:
+def _verified(precision, proto, float_model, quant_model, data: Dataset, samples: int, level: str) -> Verification:
     if level == "off":
         return Verification(level, precision)
     x, _ = data.take("val", samples)
@@ -123,10 +122,10 @@ def _verified(precision, proto, payload: bytes, float_model, quant_model, data: 
         fp32 = float_model(torch.from_numpy(x)).float().numpy()
     fake_quant = None
     if quant_model is not None:
-        from harness.quantize.modules import run_recording_scales
+        from harness.quantize.modules import run_recording_quantizers
 
-        fake_quant = run_recording_scales(quant_model, x)
-    return check_outputs(precision, proto, run_onnx(payload, x), fp32, level, fake_quant, inputs=data.name)
+        fake_quant = run_recording_quantizers(quant_model, x, PLACEMENT_SAMPLES)
+    return check_file(precision, proto, x, fp32, level, fake_quant, inputs=data.name)
 
 
 def _checked_qdq(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -3,12 +3,13 @@
 INT8: ONNX Runtime's run of the Q/DQ file and PyTorch's fake-quant run of the calibrated model are two roundings
 of one quantized model. They break rounding ties differently (x / scale against x * (1 / scale)), and deep
 networks amplify each flipped tie, so their outputs may differ by more than any fixed tolerance while both are
-equally close to FP32. So the file is judged (strict) by: its Q/DQ scales are exactly the scales of the quantizers
-that ran; its SQNR to FP32 is within a margin of fake-quant's; it differs from fake-quant by less than
-quantization itself differs from FP32; and a paired test finds it no less often in top-1 agreement with FP32.
-A wrong graph (a missing, extra or misplaced Q/DQ, a wrong scale or axis) breaks at least one of these.
-FP32 and FP16 files are compared with FP32 PyTorch by SQNR. A Q/DQ file made by another tool (ModelOpt) has no
-fake-quant twin: its figures against FP32 are recorded and only a file further from FP32 than zeros is refused.
+equally close to FP32. So the file is judged (strict) by: each Q/DQ reads the tensor one of the model's
+quantizers reads, with its scale and axis, and back (matched in float runs of both, free of rounding); its SQNR
+to FP32 is within a margin of fake-quant's; it differs from fake-quant by less than quantization itself differs
+from FP32; and a paired test finds it no less often in top-1 agreement with FP32. A wrong graph (a missing,
+extra or misplaced Q/DQ, a wrong scale or axis) breaks at least the first. FP32 and FP16 files are compared
+with FP32 PyTorch by SQNR. A Q/DQ file made by another tool (ModelOpt) has no fake-quant twin: its figures
+against FP32 are recorded and only a file further from FP32 than zeros is refused.
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ class Criteria:
     sqnr_gap_db: float  # int8: |SQNR(file) - SQNR(fake-quant)|, both against FP32
     noise_margin_db: float | None  # int8: SQNR(file against fake-quant) - SQNR(fake-quant against FP32), at least
     mcnemar_p: float  # int8: refuse when the file agrees with FP32 less often than fake-quant, at this p-value
-    scales: bool  # int8: the file's Q/DQ scales are the quantizers' own
+    placement: bool  # int8: each Q/DQ reads the tensor its quantizer reads, with its scale and axis
 
 
 CRITERIA = {
-    "strict": Criteria({"fp32": 60.0, "fp16": 30.0}, sqnr_gap_db=1.0, noise_margin_db=3.0, mcnemar_p=0.01, scales=True),
+    "strict": Criteria({"fp32": 60.0, "fp16": 30.0}, sqnr_gap_db=1.0, noise_margin_db=3.0, mcnemar_p=0.01,
+                       placement=True),
     "loose": Criteria({"fp32": 40.0, "fp16": 20.0}, sqnr_gap_db=3.0, noise_margin_db=None, mcnemar_p=0.001,
-                      scales=False),
+                      placement=False),
 }
 
 
@@ -62,7 +64,7 @@ class Verification:
     file_vs_fake_quant_sqnr_db: float | None = None
     file_vs_fake_quant_top1_agreement_pct: float | None = None
     mcnemar_p: float | None = None
-    scales_checked: int | None = None
+    quantizers_checked: int | None = None
     degenerate: str | None = None  # why the FP32 outputs cannot be scored against, when they cannot
     failures: list[str] = field(default_factory=list)
 
@@ -85,8 +87,8 @@ class Verification:
                          f"{_pct(self.fake_quant_top1_agreement_pct)}; file against fake-quant "
                          f"{_db(self.file_vs_fake_quant_sqnr_db)}, {_pct(self.file_vs_fake_quant_top1_agreement_pct)}"
                          f" (McNemar p {self.mcnemar_p:.2g})")
-        if self.scales_checked is not None:
-            head += f"; {self.scales_checked} Q/DQ scales match the quantizers"
+        if self.quantizers_checked is not None:
+            head += f"; {self.quantizers_checked} Q/DQ read the tensors of the model's quantizers, with their scales"
         return f"{self.level} check on {self.samples} {self.inputs} inputs, {head}"
 
 
@@ -110,72 +112,109 @@ def mcnemar_p(file_right: np.ndarray, fq_right: np.ndarray) -> float:
     return sum(math.comb(n, k) for k in range(lost, n + 1)) / 2**n if n else 1.0
 
 
-Scale = tuple[str, np.ndarray, "int | None"]  # (quantizer or node name, scale, axis; None per tensor)
+FINGERPRINT = 4096  # values of a tensor compared to tell which tensor a Q/DQ reads
+PLACEMENT_SAMPLES = 8  # inputs of the float runs that match Q/DQ to quantizers
+PLACEMENT_SQNR_DB = 30.0  # the same tensor in float in PyTorch and ONNX Runtime (FP16 files: ~60 dB; others: 0-5)
 
 
-def file_scales(model: onnx.ModelProto) -> list[Scale]:
-    """(node, scale, axis or None) of every QuantizeLinear, as written."""
-    from harness.quantize.onnx_graph import QUANTIZE, Graph
+def fingerprint(x: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
+    """(shape, values at fixed evenly spaced positions): enough to tell one tensor from another."""
+    flat = np.asarray(x, dtype=np.float32).ravel()
+    return tuple(x.shape), flat[np.linspace(0, flat.size - 1, min(FINGERPRINT, flat.size)).astype(np.int64)]
+
+
+def file_quantizers(model: onnx.ModelProto, x: np.ndarray) -> list[tuple]:
+    """(node, scale, axis or None, input shape, input fingerprint) of every QuantizeLinear in the file.
+
+    Inputs come from a float run of the file (every Q/DQ pair bypassed) on `x`, so they are free of the rounding
+    chaos an INT8 run carries and can be compared exactly with PyTorch's float run.
+    """
+    import onnx
+    from onnx import helper, shape_inference
+
+    from harness.export.onnx_export import run_onnx_outputs
+    from harness.quantize.onnx_graph import DEQUANTIZE, QUANTIZE, Graph, drop_unused
 
     g = Graph(model)
+    quantizers = [n for n in g.nodes if n.op_type == QUANTIZE]
+    bypass = {dq.output[0]: g.producer[dq.input[0]].input[0] for dq in g.nodes
+              if dq.op_type == DEQUANTIZE and g.op_of(dq.input[0]) == QUANTIZE}
+    float_model = onnx.ModelProto()
+    float_model.CopyFrom(model)
+    for node in float_model.graph.node:
+        node.input[:] = [bypass.get(i, i) for i in node.input]
+    for out in float_model.graph.output:
+        if out.name in bypass:  # a Q/DQ on the graph output itself
+            float_model.graph.node.append(helper.make_node("Identity", [bypass[out.name]], [out.name]))
+    graph_inputs = {i.name for i in model.graph.input}
+    wanted = sorted({q.input[0] for q in quantizers} - set(g.initializers) - graph_inputs)
+    types = {v.name: v for v in shape_inference.infer_shapes(model).graph.value_info}
+    for name in wanted:
+        if name not in types:
+            raise HarnessError(f"the type of {name}, which a QuantizeLinear reads, cannot be inferred")
+        float_model.graph.output.append(types[name])
+    drop_unused(float_model)
+    values = dict(zip([o.name for o in float_model.graph.output], run_onnx_outputs(float_model, x), strict=True))
+    values.update({name: x for name in graph_inputs})
     found = []
-    for node in g.nodes:
-        if node.op_type != QUANTIZE:
-            continue
-        scale = g.const(node.input[1]) if len(node.input) > 1 else None
-        if scale is None:
-            found.append((node.name, np.array(np.nan), None))
-            continue
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 1) if scale.ndim else None
+    for q in quantizers:
+        scale = g.const(q.input[1]) if len(q.input) > 1 else None
+        scale = np.array(np.nan, np.float32) if scale is None else scale.astype(np.float32)
+        axis = next((a.i for a in q.attribute if a.name == "axis"), 1) if scale.ndim else None
+        tensor = g.const(q.input[0]) if q.input[0] in g.initializers else values[q.input[0]]
         if axis is not None and axis < 0:
-            axis += len(g.initializers[node.input[0]].dims) if node.input[0] in g.initializers else 0
-        found.append((node.name, scale.astype(np.float32), axis))
+            axis += tensor.ndim
+        found.append((q.name or q.output[0], scale, axis, *fingerprint(tensor)))
     return found
 
 
-def compare_scales(model: onnx.ModelProto, expected: list[Scale], rtol: float) -> str | None:
-    """Why the file's Q/DQ scales are not the quantizers' (one per distinct scale either way), else None."""
+def compare_placement(written: list[tuple], calls: list[tuple], rtol: float) -> str | None:
+    """Why the file's Q/DQ do not quantize the tensors the model's quantizers quantize (with their scale and axis),
+    else None. Each side's (name, scale, axis, shape, fingerprint) must find a match on the other."""
 
     def same(a, b) -> bool:
-        return a[2] == b[2] and a[1].shape == b[1].shape and bool(np.allclose(a[1], b[1], rtol=rtol, atol=0))
+        return (a[2] == b[2] and a[1].shape == b[1].shape and bool(np.allclose(a[1], b[1], rtol=rtol, atol=0))
+                and a[3] == b[3] and sqnr_db(a[4], b[4]) >= PLACEMENT_SQNR_DB)
 
-    written = file_scales(model)
-    for q in expected:
-        if not any(same(q, w) for w in written):
-            kind = "per-tensor" if q[2] is None else f"per-channel (axis {q[2]})"
-            return (f"quantizer {q[0]} ({kind}, scale {float(np.ravel(q[1])[0]):.4g}...) has no QuantizeLinear with "
-                    "that scale and axis in the file")
+    def describe(q) -> str:
+        kind = "per tensor" if q[2] is None else f"per channel, axis {q[2]}"
+        return f"scale {float(np.ravel(q[1])[0]):.4g} {kind}, on a {'x'.join(map(str, q[3])) or 'scalar'} tensor"
+
+    for call in calls:
+        if not any(same(call, w) for w in written):
+            return f"quantizer {call[0]} ({describe(call)}) has no QuantizeLinear doing the same in the file"
     for w in written:
-        if not any(same(q, w) for q in expected):
-            return (f"QuantizeLinear {w[0] or '?'} has scale {float(np.ravel(w[1])[0]):.4g} (axis {w[2]}), which no "
-                    "quantizer of the model has")
+        if not any(same(c, w) for c in calls):
+            return f"QuantizeLinear {w[0]} ({describe(w)}) does what no quantizer of the model does"
     return None
 
 
-def check_outputs(precision: str, model: onnx.ModelProto, got: np.ndarray, fp32: np.ndarray,
-                  level: str = "strict", fake_quant: tuple | None = None, inputs: str = "") -> Verification:
-    """Judge a file's outputs `got` on some inputs, against FP32 PyTorch's `fp32` (and, for int8, fake-quant's
-    `(outputs, scales)` from harness.quantize.modules.run_recording_scales) on the same inputs."""
+def check_file(precision: str, model: onnx.ModelProto, x: np.ndarray, fp32: np.ndarray, level: str = "strict",
+               fake_quant: tuple | None = None, inputs: str = "") -> Verification:
+    """Run the file on `x` (ONNX Runtime) and judge it against FP32 PyTorch's outputs `fp32` on the same inputs
+    and, for a pytorch-quantization INT8 file, against its fake-quant model: `(outputs, calls)` from
+    harness.quantize.modules.run_recording_quantizers, whose calls cover the first PLACEMENT_SAMPLES inputs."""
+    from harness.export.onnx_export import run_onnx
+
     if level not in LEVELS:
         raise HarnessError(f"--verify {level!r} is unknown: use one of {', '.join(LEVELS)}")
     v = Verification(level, precision, len(fp32), inputs)
     if level == "off":
         return v
     crit = CRITERIA[level]
-    got = got.astype(np.float32)
+    got = run_onnx(model.SerializeToString(), x).astype(np.float32)
     if got.shape != fp32.shape:
         v.failures.append(f"output shape {got.shape} differs from PyTorch's {fp32.shape}")
         return v
     if not np.all(np.isfinite(got)):
         v.failures.append(f"{int(np.sum(~np.isfinite(got)))} outputs are NaN or Inf")
     v.degenerate = degenerate_outputs(fp32)
-    if precision.startswith("int8") and fake_quant is not None:
-        fq, expected = fake_quant
-        if crit.scales:
-            v.scales_checked = len(expected)
-            why = compare_scales(model, expected, rtol=1e-3 if precision.endswith("fp16") else 1e-5)
-            if why:
-                v.failures.append(why)
+    if precision.startswith("int8") and fake_quant is not None and crit.placement:
+        written = file_quantizers(model, x[:PLACEMENT_SAMPLES])
+        v.quantizers_checked = len(written)
+        why = compare_placement(written, fake_quant[1], rtol=1e-3 if precision.endswith("fp16") else 1e-5)
+        if why:
+            v.failures.append(why)
     if v.degenerate or not v.passed:
         return v
     v.sqnr_db = sqnr_db(fp32, got)
@@ -190,6 +229,7 @@ def check_outputs(precision: str, model: onnx.ModelProto, got: np.ndarray, fp32:
             v.failures.append(f"SQNR against FP32 PyTorch {_db(v.sqnr_db)} is below {UNREFERENCED_MIN_SQNR_DB:g} dB: "
                               "the outputs are further from FP32 than all-zero outputs are")
         return v
+    fq = fake_quant[0]
     v.fake_quant_sqnr_db = sqnr_db(fp32, fq)
     v.fake_quant_top1_agreement_pct = _agreement(fq, fp32)
     v.file_vs_fake_quant_sqnr_db = sqnr_db(fq, got)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -16,7 +17,24 @@ if TYPE_CHECKING:
 BUNDLED_WEIGHTS = Path(__file__).parent / "weights" / "digits_resnet.pt"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-TORCHVISION = ("resnet18", "resnet50", "mobilenet_v2")
+# torchvision.models.list_models(module=torchvision.models) of torchvision 0.29, written out so that naming a model
+# (the CLI, an experiment file) does not import torch; a test keeps it equal to the installed torchvision's list.
+TORCHVISION = (
+    "alexnet", "convnext_base", "convnext_large", "convnext_small", "convnext_tiny", "densenet121", "densenet161",
+    "densenet169", "densenet201", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
+    "efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_v2_l",
+    "efficientnet_v2_m", "efficientnet_v2_s", "googlenet", "inception_v3", "maxvit_t", "mnasnet0_5", "mnasnet0_75",
+    "mnasnet1_0", "mnasnet1_3", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "regnet_x_16gf",
+    "regnet_x_1_6gf", "regnet_x_32gf", "regnet_x_3_2gf", "regnet_x_400mf", "regnet_x_800mf", "regnet_x_8gf",
+    "regnet_y_128gf", "regnet_y_16gf", "regnet_y_1_6gf", "regnet_y_32gf", "regnet_y_3_2gf", "regnet_y_400mf",
+    "regnet_y_800mf", "regnet_y_8gf", "resnet101", "resnet152", "resnet18", "resnet34", "resnet50",
+    "resnext101_32x8d", "resnext101_64x4d", "resnext50_32x4d", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
+    "shufflenet_v2_x1_5", "shufflenet_v2_x2_0", "squeezenet1_0", "squeezenet1_1", "swin_b", "swin_s", "swin_t",
+    "swin_v2_b", "swin_v2_s", "swin_v2_t", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19",
+    "vgg19_bn", "vit_b_16", "vit_b_32", "vit_h_14", "vit_l_16", "vit_l_32", "wide_resnet101_2", "wide_resnet50_2",
+)
+NATIVE_SIZE = {"inception_v3": 299}  # input side length; every other torchvision classifier is built for 224
+EXAMPLES = ("resnet50", "mobilenet_v2", "efficientnet_b0", "convnext_tiny", "vit_b_16", "swin_t")
 DIGITS_INPUT_SHAPE, DIGITS_CLASSES = (1, 32, 32), 10
 
 
@@ -44,7 +62,13 @@ class ModelSpec:
 
 
 def model_names() -> list[str]:
-    return ["digits-resnet", *TORCHVISION]
+    """A short list for help texts and error messages; every name in TORCHVISION is accepted."""
+    return ["digits-resnet", *EXAMPLES]
+
+
+def native_shape(name: str) -> tuple[int, int, int]:
+    side = NATIVE_SIZE.get(name, 224)
+    return (3, side, side)
 
 
 def parse_shape(text: str, option: str = "--input-shape") -> tuple[int, ...]:
@@ -67,13 +91,14 @@ def resolve_model(name: str, weights: str | None = None, input_shape: str | None
     if name == "digits-resnet":
         return ModelSpec(name, weights, DIGITS_INPUT_SHAPE, DIGITS_CLASSES, (0.5,), (0.5,))
     if name in TORCHVISION:
-        return ModelSpec(name, weights, shape or (3, 224, 224))
+        return ModelSpec(name, weights, shape or native_shape(name))
     if ":" in name:
         _factory(name)  # fail now, not halfway through a sweep
         return ModelSpec(name, weights, shape or (3, 224, 224), extra={"factory": True})
-    raise HarnessError(
-        f"unknown model {name!r}: choose one of {', '.join(model_names())} or give package.module:factory"
-    )
+    close = difflib.get_close_matches(name, ["digits-resnet", *TORCHVISION], n=3)
+    hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+    raise HarnessError(f"unknown model {name!r}{hint}: choose digits-resnet, a torchvision classification model "
+                       f"(e.g. {', '.join(EXAMPLES)}) or package.module:factory")
 
 
 def _factory(name: str):
@@ -136,7 +161,7 @@ def load_model(spec: ModelSpec) -> torch.nn.Module:
         import torchvision
 
         with _seeded():
-            model = getattr(torchvision.models, spec.name.replace("-", "_"))(weights=None)
+            model = torchvision.models.get_model(spec.name, weights=None)
         if spec.weights:
             _load_state(model, spec.weights)
     else:

@@ -11,3 +11,16 @@ from absl import logging as _absl_logging
 
 warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
 _absl_logging.set_verbosity(_absl_logging.ERROR)
+
+
+def __getattr__(name: str):
+    """`harness.quantize.register_block` (and the helpers its converters use) without importing torch up front."""
+    if name in ("register_block", "quantize_layers"):
+        from harness.quantize import blocks
+
+        return getattr(blocks, name)
+    if name == "activation_quantizer":
+        from harness.quantize.modules import activation_quantizer
+
+        return activation_quantizer
+    raise AttributeError(f"module 'harness.quantize' has no attribute {name!r}")

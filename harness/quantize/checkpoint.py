@@ -20,21 +20,30 @@ from harness.errors import HarnessError
 from harness.fileio import atomic_write
 from harness.models.registry import BUNDLED_WEIGHTS, ModelSpec, load_model
 from harness.quantize.calibrate import (
-    UNREACHED,
+    ZERO_RANGE,
     _set_amax,
     activation_quantizers,
     apply_calibration,
     cached_stats,
     check_calibrated,
     collect_stats,
+    left_off,
     stats_key,
     switch_off,
-    unreached,
 )
 from harness.quantize.config import QuantConfig, calibration_data
-from harness.quantize.replace import prepare, quant_layers, resolve_skip, set_float, unfriendly_layers
+from harness.quantize.replace import (
+    UNFRIENDLY_CHANNELS,
+    drop_idle,
+    head_layers,
+    prepare,
+    quant_layers,
+    resolve_skip,
+    set_float,
+    unfriendly_layers,
+)
 
-FORMAT = "harness-quant/1"
+FORMAT = "harness-quant/1"  # reasons and off were added later: read with defaults
 
 
 @dataclass
@@ -47,7 +56,12 @@ class QuantModel:
     skipped: list[str]
     calibrators: dict[str, str] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
-    off: dict[str, str] = field(default_factory=dict)  # activation quantizers left in float -> why
+    reasons: dict[str, str] = field(default_factory=dict)  # skipped layer -> why it stays in float
+    off: dict[str, str] = field(default_factory=dict)  # activation quantizer with no range to calibrate -> why
+
+    @property
+    def zero_range(self) -> list[str]:
+        return [name for name, why in self.off.items() if why == ZERO_RANGE]
 
 
 def weights_sha(spec: ModelSpec) -> str | None:
@@ -59,9 +73,13 @@ def _spec_key(spec: ModelSpec) -> dict:
     return {"model": spec.to_dict(), "weights": weights_sha(spec), "versions": library_versions()}
 
 
+def _prepare(spec: ModelSpec, cfg: QuantConfig, log=None) -> nn.Module:
+    return prepare(load_model(spec), cfg.mode, log, cfg.quantize_attention_matmul)
+
+
 def calibrate(spec: ModelSpec, cfg: QuantConfig, cache_dir: Path, log=None) -> QuantModel:
     """Place, calibrate (statistics from the cache when present) and skip, as the config asks."""
-    model = prepare(load_model(spec), cfg.mode, log)
+    model = _prepare(spec, cfg, log)
     key = sha256_json(stats_key(_spec_key(spec), cfg))[:24]
 
     def collect():
@@ -71,26 +89,33 @@ def calibrate(spec: ModelSpec, cfg: QuantConfig, cache_dir: Path, log=None) -> Q
 
     stats = cached_stats(Path(cache_dir) / f"stats-{key}.pt", collect)
     used = apply_calibration(model, stats, cfg)
-    off = unreached(model, stats)
+    off = left_off(model, stats)
     switch_off(model, off)
     if off and log:
-        log(f"{len(off)} activation quantizer(s) {UNREACHED} stay in float: {', '.join(list(off)[:4])}"
-            + (" ..." if len(off) > 4 else ""))
+        log(f"calibration: {len(off)} activation quantizer(s) stay in float (no range to calibrate): "
+            + ", ".join(f"{name} ({why})" for name, why in list(off.items())[:4]) + (" ..." if len(off) > 4 else ""))
     layers = quant_layers(model)
-    skipped = resolve_skip(layers, cfg.skip)
+    reasons = dict.fromkeys(resolve_skip(layers, cfg.skip), "--skip")
     if cfg.mode == "selective":
-        skipped += [n for n in unfriendly_layers(model) if n not in skipped]
+        for name in unfriendly_layers(model):
+            reasons.setdefault(name, f"INT8-unfriendly (reads < {UNFRIENDLY_CHANNELS} channels)")
+        if not cfg.quantize_head:
+            for name in head_layers(model):
+                reasons.setdefault(name, "classifier head (--quantize-head quantizes it)")
+    set_float(model, list(reasons))
+    drop_idle(model)
     if cfg.skip_count:
         from harness.quantize.sensitivity import analyse, most_sensitive
 
         x = np.concatenate([x for x, _ in calibration_data(spec, cfg)])
-        _, ranked = analyse(model, x, None, "sqnr", skip=skipped, reverse=False)
+        _, ranked = analyse(model, x, None, "sqnr", skip=list(reasons), reverse=False)
         auto = most_sensitive(ranked, cfg.skip_count)
         if log:
             log(f"sensitivity analysis leaves in float: {', '.join(auto) or 'nothing'}")
-        skipped += auto
-    set_float(model, skipped)
-    return QuantModel(spec, cfg, model, skipped, used, off=off)
+        reasons.update(dict.fromkeys(auto, "sensitivity analysis"))
+        set_float(model, auto)
+        drop_idle(model)
+    return QuantModel(spec, cfg, model, list(reasons), used, reasons=reasons, off=off)
 
 
 def to_checkpoint(qm: QuantModel, with_weights: bool = False) -> dict:
@@ -98,7 +123,8 @@ def to_checkpoint(qm: QuantModel, with_weights: bool = False) -> dict:
             if isinstance(m, TensorQuantizer) and hasattr(m, "_amax")}
     ckpt = {"format": FORMAT, "model": qm.spec.to_dict(), "weights_sha256": weights_sha(qm.spec),
             "config": qm.config.to_dict(), "amax": amax, "skipped": list(qm.skipped),
-            "calibrators": dict(qm.calibrators), "extra": dict(qm.extra), "off": dict(qm.off)}
+            "calibrators": dict(qm.calibrators), "extra": dict(qm.extra), "reasons": dict(qm.reasons),
+            "off": dict(qm.off)}
     if with_weights:
         ckpt["state_dict"] = {k: v.detach().clone() for k, v in qm.model.state_dict().items()
                               if not k.endswith("._amax")}
@@ -136,7 +162,7 @@ def restore(ckpt: dict, log=None) -> QuantModel:
         raise HarnessError(f"the quantization checkpoint of {spec.name} was calibrated on other weights than "
                            f"{spec.weights or 'the bundled ones'}: run harness quantize again")
     cfg = QuantConfig.from_dict(ckpt["config"])
-    model = prepare(load_model(spec), cfg.mode, log)
+    model = _prepare(spec, cfg, log)
     if "state_dict" in ckpt:
         missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
         if unexpected or [k for k in missing if not k.endswith("._amax")]:
@@ -154,9 +180,10 @@ def restore(ckpt: dict, log=None) -> QuantModel:
                            "run harness quantize again")
     switch_off(model, off)
     set_float(model, [n for n in ckpt["skipped"] if n in quant_layers(model)])
+    drop_idle(model)
     check_calibrated(model)
     return QuantModel(spec, cfg, model, list(ckpt["skipped"]), dict(ckpt.get("calibrators", {})),
-                      dict(ckpt.get("extra", {})), off)
+                      dict(ckpt.get("extra", {})), dict(ckpt.get("reasons", {})), off)
 
 
 def quantized(spec: ModelSpec, quant: dict, cache_dir: Path, log=None) -> QuantModel:

@@ -24,6 +24,9 @@ class QuantConfig:
     per-layer choices as "PATTERN=VALUE[,VALUE]" where a value is a calibrator (activations of the matching
     layers) or a weight granularity (per-channel / per-tensor). `auto_skip` layers are added to the skip list
     from the sensitivity analysis; None means the mode's default (hybrid without a skip list: 2, else 0).
+    `quantize_head`: selective mode keeps the classifier head (the weighted layers whose output reaches the model
+    output without passing another one) in float unless this is set. `quantize_attention_matmul`: also quantize
+    the inputs of the two attention MatMuls (Q @ K^T and softmax @ V), in every mode.
 
     `tool` picks the quantizer. ModelOpt places Q/DQ itself, so for it mode is None and the other
     pytorch-quantization fields are reset to their defaults and left out of to_dict(): they can neither change
@@ -39,6 +42,8 @@ class QuantConfig:
     skip: tuple[str, ...] = field(default_factory=tuple)
     overrides: tuple[str, ...] = field(default_factory=tuple)
     auto_skip: int | None = None
+    quantize_head: bool = False
+    quantize_attention_matmul: bool = False
     tool: str = "pq"
 
     def __post_init__(self):

@@ -2,8 +2,9 @@
 
 For each two-input Add, walk back from both inputs to their lowest common ancestor and count the weighted
 layers on the way: the input with more of them is the conv branch (left unquantized), the other is the
-shortcut (quantized). Then every tensor gets one quantizer shared by all its quantized consumers; MaxPool
-and Concat tie their input and output tensors together so both sides carry one scale.
+shortcut (quantized); ties follow harness.quantize.residual_split. Then every tensor gets one quantizer shared
+by all its quantized consumers; MaxPool, Concat and shape-only ops (view, permute, flatten, ...) tie their input
+and output tensors together so both sides carry one scale.
 """
 
 from __future__ import annotations
@@ -16,12 +17,21 @@ from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer
 from torch import fx, nn
 
 from harness.quantize.blocks import QUANT_BLOCK
-from harness.quantize.modules import QuantConcat, QuantResidualAdd, input_slots, share
+from harness.quantize.modules import RESIDUAL_SLOTS, QuantConcat, QuantResidualAdd, input_slots, share, slots
 from harness.quantize.residual_split import split_residual
 
 _ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
 _ADD_METHODS = {"add", "add_", "__add__", "__iadd__"}
 _MAXPOOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+# Ops that only move or relabel values: a tensor and its reshaped views carry one scale.
+_SHAPE_METHODS = {"view", "reshape", "flatten", "permute", "transpose", "squeeze", "unsqueeze", "contiguous"}
+_SHAPE_FUNCTIONS = {torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze,
+                    nn.functional.dropout}
+_SHAPE_MODULES = (nn.Flatten, nn.Identity, nn.Dropout)
+# ...and the activations TensorRT fuses into a Conv+Add: an Add's output reaches its reader through these.
+_FUSED_METHODS = _SHAPE_METHODS | {"relu", "relu_"}
+_FUSED_FUNCTIONS = _SHAPE_FUNCTIONS | {torch.relu, torch.relu_, nn.functional.relu, nn.functional.relu6}
+_FUSED_MODULES = (*_SHAPE_MODULES, nn.ReLU, nn.ReLU6)
 
 
 class _Tracer(fx.Tracer):
@@ -54,8 +64,64 @@ def residual_inputs(gm: fx.GraphModule, node: fx.Node) -> tuple[fx.Node, fx.Node
     if not is_add or node.kwargs or len(node.args) != 2 or not all(isinstance(a, fx.Node) for a in node.args):
         return None
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
-    return split_residual(*node.args, parents=lambda n: n.all_input_nodes, position=order.__getitem__,
-                          weight=lambda n: _weighted(gm, n))
+    split = split_residual(*node.args, parents=lambda n: n.all_input_nodes, position=order.__getitem__,
+                           weight=lambda n: _weighted(gm, n))
+    return split[:2] if split else None
+
+
+def _calls(gm: fx.GraphModule, node: fx.Node, methods, functions, modules) -> bool:
+    """Whether `node` applies one of these ops to a tensor (its first argument)."""
+    return ((node.op == "call_method" and node.target in methods)
+            or (node.op == "call_function" and node.target in functions)
+            or isinstance(_module(gm, node), modules)) and bool(node.args) and isinstance(node.args[0], fx.Node)
+
+
+def _int8_reader(gm: fx.GraphModule, user: fx.Node, node: fx.Node) -> bool:
+    """Whether `user` reads `node` through an enabled quantizer other than a residual shortcut's."""
+    m = _module(gm, user)
+    if m is None:
+        return False
+    args = [(0, t) for t in user.args[0]] if isinstance(m, QuantConcat) else enumerate(user.args)
+    return any(attr not in RESIDUAL_SLOTS and not getattr(owner, attr)._disabled
+               for index, arg in args if arg is node for owner, attr in input_slots(m, index))
+
+
+def residuals_feeding_int8(gm: fx.GraphModule) -> set[int]:
+    """ids of the residual Adds and blocks whose output reaches an INT8 layer (through ReLU and shape-only ops):
+    there TensorRT fuses the Add into the branch's last layer with an INT8 output, if the shortcut is INT8 too."""
+    found = set()
+    for node in gm.graph.nodes:
+        m = _module(gm, node)
+        if m is None or not any(attr in RESIDUAL_SLOTS for attr in slots(m)):
+            continue
+        stack, seen = [node], {node}
+        while stack:
+            current = stack.pop()
+            if any(_int8_reader(gm, user, current) for user in current.users):
+                found.add(id(m))
+                break
+            fresh = [u for u in current.users if u not in seen
+                     and _calls(gm, u, _FUSED_METHODS, _FUSED_FUNCTIONS, _FUSED_MODULES)]
+            seen.update(fresh)
+            stack += fresh
+    return found
+
+
+def output_layers(gm: fx.GraphModule) -> list[str]:
+    """The weighted layers (or converted blocks) whose output reaches the model output without passing another."""
+    found: list[str] = []
+    seen: set[fx.Node] = set()
+    stack = [n for n in gm.graph.nodes if n.op == "output"]
+    while stack:
+        for parent in stack.pop().all_input_nodes:
+            if parent in seen:
+                continue
+            seen.add(parent)
+            if _weighted(gm, parent):
+                found.append(str(parent.target))
+            else:
+                stack.append(parent)
+    return found
 
 
 def _scope(node: fx.Node) -> str:
@@ -121,6 +187,8 @@ def _share_by_tensor(gm: fx.GraphModule) -> None:
         elif isinstance(m, QuantConcat):
             for t in node.args[0]:
                 union(t, node)
+        elif _calls(gm, node, _SHAPE_METHODS, _SHAPE_FUNCTIONS, _SHAPE_MODULES):
+            union(node, node.args[0])
     groups: dict[fx.Node, list] = {}
     for node in gm.graph.nodes:
         m = _module(gm, node)

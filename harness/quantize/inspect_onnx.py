@@ -1,9 +1,17 @@
 """TensorRT-readiness of a Q/DQ ONNX, read from the file alone.
 
 Checks the placements that decide whether TensorRT can fuse in INT8: inputs of weighted layers quantized,
-residual Adds quantized on the shortcut and not on the conv branch (walk back from both inputs to their lowest
-common ancestor: the side with more weighted layers is the branch), one scale across a Concat, no Q/DQ
-between Pad and Conv, and every scale present, positive and every zero-point 0 (symmetric INT8).
+residual Adds quantized on the shortcut and not on the conv branch (harness.quantize.residual_split decides
+which is which, ties included), one scale across a Concat, no Q/DQ between Pad and Conv, and every scale
+present, positive and every zero-point 0 (symmetric INT8).
+
+A residual Add with no quantized input is a hazard when one side runs in INT8 and INT8 is around it: an input
+tensor is quantized for another layer anyway, or the Add's output feeds a quantized layer (through ReLU,
+shape-only ops, Concat, MaxPool) - there TensorRT would fuse the Add in INT8 if one input were quantized. An
+Add between float ops (a pre-LayerNorm transformer's residual stream) is reported, not flagged. Whether a side
+runs in INT8 is read through the ops between its last weighted layer and the Add that TensorRT fuses or that
+only move values (BatchNorm, activations, bias and layer-scale Add/Mul by a constant, Transpose, Reshape,
+Flatten, Squeeze, Unsqueeze, Identity, Dropout, Cast).
 """
 
 from __future__ import annotations
@@ -15,13 +23,15 @@ import numpy as np
 import onnx
 
 from harness.errors import HarnessError
-from harness.quantize.onnx_graph import DEQUANTIZE, QUANTIZE, WEIGHTED, Graph
-from harness.quantize.residual_split import split_residual
+from harness.quantize.onnx_graph import DEQUANTIZE, QUANTIZE, Graph
+from harness.quantize.residual_split import Split, split_residual
 
-_PASS_THROUGH = {"BatchNormalization", "Relu", "Identity", "Cast", "Clip", "LeakyRelu", "Sigmoid", "Mul", "Add"}
+_SHAPE_ONLY = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Cast"}
+_ELEMENTWISE = {"BatchNormalization", "Relu", "Clip", "LeakyRelu", "Sigmoid", "Mul", "Add", "Sub", "Div"}
+_FUSED_AFTER_ADD = _SHAPE_ONLY | {"Relu", "Clip", "LeakyRelu", "Concat", "MaxPool"}  # Q moves back across these
 
 HAZARDS = {
-    "unquantized_shortcut": "residual Adds without a quantized shortcut (INT8 branch)",
+    "unquantized_shortcut": "residual Adds with no quantized input between INT8 layers",
     "quantized_branch": "quantized conv-branch inputs",
     "concat_scales": "Concat inputs with different scales",
     "pad_qdq_conv": "Q/DQ between Pad and Conv",
@@ -37,6 +47,8 @@ class Readiness:
     weighted_float: list[str] = field(default_factory=list)
     residual_quantized: list[str] = field(default_factory=list)
     residual_float: list[str] = field(default_factory=list)
+    matmul_quantized: list[str] = field(default_factory=list)
+    matmul_float: list[str] = field(default_factory=list)
     hazards: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in HAZARDS})
 
     @property
@@ -47,7 +59,9 @@ class Readiness:
         info = [("weighted layers with quantized inputs", self.weighted_quantized),
                 ("weighted layers without quantized inputs", self.weighted_float),
                 ("residual Adds with a quantized shortcut", self.residual_quantized),
-                ("residual Adds without a quantized shortcut", self.residual_float)]
+                ("residual Adds without a quantized shortcut", self.residual_float),
+                ("attention MatMuls with quantized inputs", self.matmul_quantized),
+                ("attention MatMuls without quantized inputs", self.matmul_float)]
         rows = [(label, len(names), "info") for label, names in info]
         rows += [(HAZARDS[k], len(v), "HAZARD" if v else "ok") for k, v in self.hazards.items()]
         return rows
@@ -60,29 +74,56 @@ def _name(node, index: int) -> str:
     return node.name or f"{node.op_type}_{index}"
 
 
-def residual_sides(g: Graph, node) -> tuple[str, str] | None:
-    """(branch, shortcut) tensors of a two-input Add whose inputs share an ancestor, else None."""
-    inputs = [i for i in node.input if i and not g.is_const(i)]
+def residual_sides(g: Graph, node) -> Split | None:
+    """(branch, shortcut, tie) tensors of a two-input Add whose inputs share an ancestor, else None."""
+    inputs = g.data_inputs(node)
     if node.op_type != "Add" or len(inputs) != 2:
         return None
     return split_residual(*inputs, parents=g.inputs_of, position=g.position,
-                          weight=lambda tensor: int(g.producer[tensor].op_type in WEIGHTED))
+                          weight=lambda tensor: int(g.weighted(g.producer[tensor])))
 
 
-def _branch_int8(g: Graph, tensor: str) -> bool:
-    """Whether the weighted layer ending a conv branch reads a quantized input (so it runs in INT8)."""
+def _int8_side(g: Graph, tensor: str) -> bool:
+    """Whether the weighted layer ending this side of an Add reads a quantized input (so it runs in INT8)."""
     while True:
         node = g.producer.get(tensor)
         if node is None:
             return False
-        if node.op_type in WEIGHTED:
-            return g.quantized(node.input[0])
-        if node.op_type not in _PASS_THROUGH:
-            return False
-        data = [i for i in node.input if i and not g.is_const(i)]
-        if len(data) != 1:
+        if g.weighted(node):
+            return g.quantized(g.activation_input(node))
+        if node.op_type in _SHAPE_ONLY:
+            tensor = node.input[0]
+            continue
+        data = g.data_inputs(node)
+        if node.op_type not in _ELEMENTWISE or len(data) != 1:
             return False
         tensor = data[0]
+
+
+def _quantized_downstream(g: Graph, tensor: str, through: set[str]) -> bool:
+    """Whether a QuantizeLinear reads `tensor`, directly or through `through` ops."""
+    stack, seen = [tensor], {tensor}
+    while stack:
+        for consumer in g.consumers.get(stack.pop(), []):
+            if consumer.op_type == QUANTIZE:
+                return True
+            if consumer.op_type in through and consumer.output[0] not in seen:
+                seen.add(consumer.output[0])
+                stack.append(consumer.output[0])
+    return False
+
+
+def _residual(g: Graph, r: Readiness, node, name: str, split: Split) -> None:
+    branch_q, shortcut_q = g.quantized(split.branch), g.quantized(split.shortcut)
+    one_quantized = shortcut_q or (split.tie and branch_q)  # a tie may quantize either side, not both
+    (r.residual_quantized if one_quantized else r.residual_float).append(name)
+    int8_side = _int8_side(g, split.branch) or _int8_side(g, split.shortcut)
+    int8_around = (any(_quantized_downstream(g, t, _SHAPE_ONLY) for t in split[:2])
+                   or _quantized_downstream(g, node.output[0], _FUSED_AFTER_ADD))
+    if not (branch_q or shortcut_q) and int8_side and int8_around:
+        r.hazards["unquantized_shortcut"].append(name)
+    if branch_q and (shortcut_q or not split.tie):
+        r.hazards["quantized_branch"].append(name)
 
 
 def check(model: onnx.ModelProto, path: str = "") -> Readiness:
@@ -90,15 +131,13 @@ def check(model: onnx.ModelProto, path: str = "") -> Readiness:
     r = Readiness(path)
     for index, node in enumerate(g.nodes):
         name = _name(node, index)
-        if node.op_type in WEIGHTED:
-            (r.weighted_quantized if g.quantized(node.input[0]) else r.weighted_float).append(name)
-        elif node.op_type == "Add" and (sides := residual_sides(g, node)):
-            branch, shortcut = sides
-            (r.residual_quantized if g.quantized(shortcut) else r.residual_float).append(name)
-            if not g.quantized(shortcut) and _branch_int8(g, branch):
-                r.hazards["unquantized_shortcut"].append(name)
-            if g.quantized(branch):
-                r.hazards["quantized_branch"].append(name)
+        if g.weighted(node):
+            (r.weighted_quantized if g.quantized(g.activation_input(node)) else r.weighted_float).append(name)
+        elif node.op_type == "MatMul":
+            quantized = all(g.quantized(i) for i in node.input[:2])
+            (r.matmul_quantized if quantized else r.matmul_float).append(name)
+        elif node.op_type == "Add" and (split := residual_sides(g, node)):
+            _residual(g, r, node, name, split)
         elif node.op_type == "Concat":
             scales = [g.dq_scale(i) for i in node.input if g.quantized(i)]
             scales += [g.const(c.input[1]) for c in g.consumers.get(node.output[0], [])

@@ -42,22 +42,32 @@ class StatsCalibrator(HistogramCalibrator):
     """pytorch-quantization's histogram calibrator that also keeps the running |max|.
 
     One collection pass then serves every calibrator: max from the running maximum, percentile / entropy / mse
-    from the histogram.
+    from the histogram. All-zero batches seen before any non-zero one (a zero-initialised class token) are
+    counted into the first bin once the histogram has a range: upstream would size its bins from a zero range and
+    fail (OverflowError). A quantizer that only ever sees zeros keeps no histogram (`zero_range`).
     """
 
     def __init__(self):
         super().__init__(NUM_BITS, None, False)
         self.max = None
+        self.zeros = 0
 
     def collect(self, x):
         with torch.no_grad():
             m = x.detach().abs().max().float().cpu()
         self.max = m if self.max is None else torch.maximum(self.max, m)
+        if self._calib_hist is None and float(m) == 0:
+            self.zeros += x.numel()
+            return
         super().collect(x)
+        if self.zeros:
+            self._calib_hist[0] += self.zeros
+            self.zeros = 0
 
     def reset(self):
         super().reset()
         self.max = None
+        self.zeros = 0
 
 
 def activation_quantizer() -> TensorQuantizer:
@@ -155,37 +165,55 @@ def share(slot_list: list[tuple[nn.Module, str]]) -> None:
 
 
 @torch.no_grad()
-def run_recording_scales(model: nn.Module, x) -> tuple:
-    """(outputs, scales) of the fake-quant model on `x`, with the arithmetic the ONNX export writes.
+def run_recording_quantizers(model: nn.Module, x, placement_samples: int):
+    """What a Q/DQ file of `model` must reproduce: outputs, and where and with which scale each quantizer works.
 
-    scales: (quantizer name, scale as float32 array, axis or None) for every quantizer that ran quantizing, so a
-    Q/DQ file can be checked against exactly the quantizers its model used (a shared quantizer counts once).
+    Returns (outputs of the fake-quant model on `x`, with the arithmetic the ONNX export writes; calls). calls:
+    one (quantizer name, scale as float32 array, axis or None, input shape, input fingerprint) per call of a
+    quantizer that quantizes, the input taken from a float run (every quantizer off) of the first
+    `placement_samples` inputs, so a file's Q/DQ can be matched to the tensors they must read free of rounding.
     """
-    names = {id(m): n for n, m in model.named_modules()}
-    seen: dict[int, tuple] = {}
+    from harness.export.verify import fingerprint
 
-    def record(q, _inputs, _output):
-        if id(q) in seen or q._disabled or not q._if_quant or getattr(q, "_amax", None) is None:
+    quantizers = [m for m in model.modules() if isinstance(m, TensorQuantizer)]
+    names = {id(m): n for n, m in model.named_modules()}
+    scales: dict[int, tuple] = {}
+    calls: list[tuple] = []
+
+    def scale(q, _inputs, _output):
+        if id(q) in scales or q._disabled or not q._if_quant or getattr(q, "_amax", None) is None:
             return
         bound = (1 << (q._num_bits - 1 + int(q._unsigned))) - 1
         amax = q._amax.detach().float()
         if amax.numel() == 1:
-            seen[id(q)] = (names.get(id(q), "?"), (amax.reshape(()) / bound).numpy(), None)
+            scales[id(q)] = ((amax.reshape(()) / bound).numpy(), None)
         else:  # the axis rule of TensorQuantizer._fb_fake_quant
             flat = amax.squeeze()
-            seen[id(q)] = (names.get(id(q), "?"), (flat / bound).numpy(), list(amax.shape).index(flat.shape[0]))
+            scales[id(q)] = ((flat / bound).numpy(), list(amax.shape).index(flat.shape[0]))
 
-    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, TensorQuantizer)]
-    was_training = model.training
+    def placement(q, inputs, _output):
+        if id(q) in scales:
+            calls.append((names.get(id(q), "?"), *scales[id(q)], *fingerprint(inputs[0].detach().float().numpy())))
+
+    was_training, was_disabled = model.training, [q._disabled for q in quantizers]
     model.eval()
+    hooks = [q.register_forward_hook(scale) for q in quantizers]
     try:
         with fb_fake_quant():
             out = model(torch.as_tensor(x)).float().numpy()
+        for h in hooks:
+            h.remove()
+        hooks = [q.register_forward_hook(placement) for q in quantizers]
+        for q in quantizers:
+            q.disable()
+        model(torch.as_tensor(x[:placement_samples]))
     finally:
         for h in hooks:
             h.remove()
+        for q, disabled in zip(quantizers, was_disabled, strict=True):
+            q._disabled = disabled
         model.train(was_training)
-    return out, list(seen.values())
+    return out, calls
 
 
 @contextmanager

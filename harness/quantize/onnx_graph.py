@@ -7,7 +7,6 @@ import onnx
 from onnx import numpy_helper
 
 QUANTIZE, DEQUANTIZE = "QuantizeLinear", "DequantizeLinear"
-WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 class Graph:
@@ -24,6 +23,12 @@ class Graph:
                     self.consumers.setdefault(name, []).append(n)
         self.order = {id(n): i for i, n in enumerate(self.nodes)}
         self.initializers = {t.name: t for t in model.graph.initializer}
+        # Tensors that depend on no input data: constants, shapes and what is computed from them only (the
+        # exporter's Shape -> Gather -> Concat -> Reshape chains). They are never a data path.
+        self.static = set(self.initializers)
+        for n in self.nodes:
+            if n.op_type == "Shape" or all(i in self.static for i in n.input if i):
+                self.static.update(o for o in n.output if o)
 
     def const(self, name: str) -> np.ndarray | None:
         """The value of an initializer or Constant output (through Identity), else None."""
@@ -59,9 +64,33 @@ class Graph:
         node = self.producer.get(name)
         return -1 if node is None else self.order[id(node)]
 
+    def data_inputs(self, node) -> list[str]:
+        return [i for i in node.input if i and i not in self.static]
+
     def inputs_of(self, name: str) -> list[str]:
         node = self.producer.get(name)
-        return [] if node is None else [i for i in node.input if i and not self.is_const(i)]
+        return [] if node is None else self.data_inputs(node)
+
+    def is_weight(self, name: str) -> bool:
+        """A constant, possibly behind Q/DQ, Transpose or Reshape (how a quantized Linear's weight exports)."""
+        while name not in self.static:
+            node = self.producer.get(name)
+            if node is None or node.op_type not in (QUANTIZE, DEQUANTIZE, "Transpose", "Reshape", "Identity", "Cast"):
+                return False
+            name = node.input[0]
+        return True
+
+    def weighted(self, node) -> bool:
+        """Conv / ConvTranspose, or a Gemm / MatMul with a weight (not an attention MatMul of two activations)."""
+        if node.op_type in ("Conv", "ConvTranspose"):
+            return True
+        return node.op_type in ("Gemm", "MatMul") and any(self.is_weight(i) for i in node.input[:2])
+
+    def activation_input(self, node) -> str:
+        """The input a weighted layer reads its activations from (the non-weight one)."""
+        if node.op_type in ("Gemm", "MatMul") and self.is_weight(node.input[0]):
+            return node.input[1]
+        return node.input[0]
 
 
 def _qdq_key(graph: Graph, node) -> tuple:

@@ -19,7 +19,8 @@ QUANTIZED = ("int8", "int8-fp16")  # precisions whose cells expand over quantiza
 CELL_KEYS = ("model", "dataset", "backend", "precision", "tool", "mode", "calibrator", "batch")
 SECTIONS = {
     "quantization": {"tools": ["pq"], "modes": ["selective"], "calibrators": ["entropy"], "percentile": 99.99,
-                     "calib_batches": 4, "calib_batch_size": 32},
+                     "calib_batches": 4, "calib_batch_size": 32, "quantize_head": False,
+                     "quantize_attention_matmul": False},
     "timing": {"warmup_s": 0.2, "iterations": 50, "duration_s": 1.0, "repeats": 3},
     "evaluation": {"split": "val", "limit": None},
     "build": {"max_batch": None, "workspace_mb": 4096, "opt_level": 3, "verify": "strict"},
@@ -86,6 +87,11 @@ class _Reader:
                 raise self.fail(where, f"{item!r} is not allowed; use one of {', '.join(map(str, allowed))}")
         return list(dict.fromkeys(items))
 
+    def flag(self, value, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, f"{value!r} must be true or false")
+        return value
+
     def number(self, value, key: str, low: float, high: float | None = None, integer: bool = False):
         ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
         if not ok or value < low or (high is not None and value > high):
@@ -105,7 +111,8 @@ def _dataset(r: _Reader, name: str, key: str) -> str:
 
 
 def _models(r: _Reader, value) -> dict[str, ModelSpec]:
-    allowed = f"{', '.join(model_names())}, package.module:factory"
+    allowed = f"digits-resnet, a torchvision classification model ({', '.join(model_names()[1:])}, ...), " \
+              "package.module:factory"
     specs: dict[str, ModelSpec] = {}
     for i, item in enumerate(value if isinstance(value, list) else [value]):
         key = f"models[{i}]"
@@ -196,6 +203,8 @@ def load_experiment(path: Path) -> Experiment:
     r.number(quant["percentile"], "quantization.percentile", 0, 100)
     r.number(quant["calib_batches"], "quantization.calib_batches", 1, integer=True)
     r.number(quant["calib_batch_size"], "quantization.calib_batch_size", 1, integer=True)
+    r.flag(quant["quantize_head"], "quantization.quantize_head")
+    r.flag(quant["quantize_attention_matmul"], "quantization.quantize_attention_matmul")
     timing = _section(r, raw, "timing")
     r.number(timing["warmup_s"], "timing.warmup_s", 0)
     r.number(timing["iterations"], "timing.iterations", 1, integer=True)

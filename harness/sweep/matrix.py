@@ -39,7 +39,8 @@ def quant_config(exp: Experiment, cell: Cell) -> QuantConfig | None:
     q = exp.quantization
     return QuantConfig(tool=cell.tool, mode=cell.mode, calib=cell.calibrator, percentile=float(q["percentile"]),
                        calib_batches=q["calib_batches"], calib_batch_size=q["calib_batch_size"],
-                       dataset=cell.dataset)
+                       dataset=cell.dataset, quantize_head=q["quantize_head"],
+                       quantize_attention_matmul=q["quantize_attention_matmul"])
 
 
 def cell_id(exp: Experiment, cell: Cell) -> str:
