@@ -5,8 +5,9 @@ of one quantized model. They break rounding ties differently (x / scale against 
 networks amplify each flipped tie, so their outputs may differ by more than any fixed tolerance while both are
 equally close to FP32. So the file is judged (strict) by: each Q/DQ reads the tensor one of the model's
 quantizers reads, with its scale and axis, and back (matched in float runs of both, free of rounding); its SQNR
-to FP32 is within a margin of fake-quant's; it differs from fake-quant by less than quantization itself differs
-from FP32; and a paired test finds it no less often in top-1 agreement with FP32. A wrong graph (a missing,
+to FP32 is within a margin of fake-quant's; and a paired test finds it no less often in top-1 agreement with FP32.
+How far the file is from fake-quant is recorded, not judged: on ViT-B the two roundings are 29 dB apart while
+quantization is 26 dB from FP32, both files equally right. A wrong graph (a missing,
 extra or misplaced Q/DQ, a wrong scale or axis) breaks at least the first. FP32 and FP16 files are compared
 with FP32 PyTorch by SQNR. A Q/DQ file made by another tool (ModelOpt) has no fake-quant twin: its figures
 against FP32 are recorded and only a file further from FP32 than zeros is refused.
@@ -35,15 +36,14 @@ SAMPLES = 32  # inputs a check runs: enough that top-1 and SQNR are stable, few 
 class Criteria:
     min_sqnr_db: dict  # float precisions: the file against FP32 PyTorch
     sqnr_gap_db: float  # int8: |SQNR(file) - SQNR(fake-quant)|, both against FP32
-    noise_margin_db: float | None  # int8: SQNR(file against fake-quant) - SQNR(fake-quant against FP32), at least
     mcnemar_p: float  # int8: refuse when the file agrees with FP32 less often than fake-quant, at this p-value
     placement: bool  # int8: each Q/DQ reads the tensor its quantizer reads, with its scale and axis
 
 
 CRITERIA = {
-    "strict": Criteria({"fp32": 60.0, "fp16": 30.0}, sqnr_gap_db=1.0, noise_margin_db=3.0, mcnemar_p=0.01,
+    "strict": Criteria({"fp32": 60.0, "fp16": 30.0}, sqnr_gap_db=1.0, mcnemar_p=0.01,
                        placement=True),
-    "loose": Criteria({"fp32": 40.0, "fp16": 20.0}, sqnr_gap_db=3.0, noise_margin_db=None, mcnemar_p=0.001,
+    "loose": Criteria({"fp32": 40.0, "fp16": 20.0}, sqnr_gap_db=3.0, mcnemar_p=0.001,
                       placement=False),
 }
 
@@ -240,13 +240,6 @@ def check_file(precision: str, model: onnx.ModelProto, x: np.ndarray, fp32: np.n
     if abs(gap) > crit.sqnr_gap_db:
         v.failures.append(f"SQNR against FP32 is {_db(v.sqnr_db)} for the file but {_db(v.fake_quant_sqnr_db)} for "
                           f"PyTorch fake-quant (allowed gap {crit.sqnr_gap_db} dB)")
-    # FP16 scales and weights move the quantization grid of an int8-fp16 file by design, so it is another rounding
-    # of the model by up to the quantization noise itself: the noise margin applies to int8 files only.
-    margin = crit.noise_margin_db if precision == "int8" else None
-    if margin is not None and v.file_vs_fake_quant_sqnr_db < v.fake_quant_sqnr_db + margin:
-        v.failures.append(f"the file differs from PyTorch fake-quant (SQNR {_db(v.file_vs_fake_quant_sqnr_db)}) about "
-                          f"as much as quantization differs from FP32 ({_db(v.fake_quant_sqnr_db)}): it is another "
-                          "quantization of the model")
     if v.mcnemar_p < crit.mcnemar_p:
         v.failures.append(f"the file agrees with FP32's top-1 less often than PyTorch fake-quant "
                           f"({_pct(v.top1_agreement_pct)} against {_pct(v.fake_quant_top1_agreement_pct)}, "
