@@ -36,7 +36,7 @@ MODELS = ("vit_b_16", "swin_t", "convnext_tiny")
 LAYER_SCALE = 0.1
 
 
-def realistic_weights(name: str, folder: Path) -> Path:
+def realistic_weights(name: str, folder: Path, layer_scale: float = LAYER_SCALE) -> Path:
     """The seeded torchvision weights with the two fixes of the module docstring, as a state_dict file."""
     model = load_model(resolve_model(name))
     with torch.no_grad(), torch.random.fork_rng():
@@ -45,8 +45,8 @@ def realistic_weights(name: str, folder: Path) -> Path:
             nn.init.trunc_normal_(model.heads.head.weight, std=0.02)
         for m in model.modules():
             if hasattr(m, "layer_scale"):
-                m.layer_scale.fill_(LAYER_SCALE)
-    path = folder / f"{name}.pt"
+                m.layer_scale.fill_(layer_scale)
+    path = folder / f"{name}-{layer_scale:g}.pt"
     torch.save(model.state_dict(), path)
     return path
 
@@ -73,6 +73,8 @@ def main() -> None:
     ap.add_argument("--calib-batches", type=int, default=4)
     ap.add_argument("--calib-batch-size", type=int, default=16)
     ap.add_argument("--calib", default="entropy")
+    ap.add_argument("--layer-scales", nargs="+", type=float, default=[LAYER_SCALE, 1.0],
+                    help="ConvNeXt layer scales to measure (torchvision initialises it to 1e-6)")
     args = ap.parse_args()
     print(f"calibration {args.calib_batches} x {args.calib_batch_size} synthetic images, --calib {args.calib}; "
           f"{args.samples} evaluation images; SQNR and agreement of the ONNX Runtime run against FP32 PyTorch")
@@ -81,15 +83,18 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        for name in args.models:
-            spec = resolve_model(name, weights=str(realistic_weights(name, folder)))
+        runs = [(name, scale) for name in args.models
+                for scale in (args.layer_scales if name.startswith("convnext") else [LAYER_SCALE])]
+        for name, scale in runs:
+            spec = resolve_model(name, weights=str(realistic_weights(name, folder, scale)))
             x, _ = resolve_dataset("synthetic", spec).take("val", args.samples)
             with torch.no_grad():
                 model = load_model(spec)
                 reference = np.concatenate([model(torch.from_numpy(x[i:i + 16])).numpy()
                                             for i in range(0, len(x), 16)])
             spread = float(reference.std(0).mean() / reference.std(1).mean())
-            print(f"| {name} | fp32 | | | | | | (logits: std across images / std across classes {spread:.2f}) |")
+            label = f"{name} (layer scale {scale:g})" if name.startswith("convnext") else name
+            print(f"| {label} | fp32 | | | | | | (logits: std across images / std across classes {spread:.2f}) |")
             variants = [("naive", {}), ("selective", {})]
             if not name.startswith("convnext"):
                 variants.append(("selective", {"quantize_attention_matmul": True}))
@@ -97,8 +102,8 @@ def main() -> None:
                 cfg = QuantConfig(mode=mode, calib=args.calib, dataset="synthetic", calib_batches=args.calib_batches,
                                   calib_batch_size=args.calib_batch_size, **extra)
                 r = row(spec, cfg, x, reference, folder)
-                label = mode + (" + attention MatMuls" if extra else "")
-                print(f"| {name} | {label} | {r['sqnr']:.1f} | {r['agree']:.1f} | {r['int8']} | {r['matmul']} | "
+                variant = mode + (" + attention MatMuls" if extra else "")
+                print(f"| {label} | {variant} | {r['sqnr']:.1f} | {r['agree']:.1f} | {r['int8']} | {r['matmul']} | "
                       f"{r['verdict']} | {r['seconds']:.0f} |", flush=True)
 
 
