@@ -44,8 +44,9 @@ def verify_option(f):
     from harness.export.verify import LEVELS
 
     return click.option("--verify", "verify_level", type=click.Choice(LEVELS), default="strict", show_default=True,
-                        help="Export check before the ONNX is kept: strict (Q/DQ scales are the quantizers', SQNR and "
-                             "top-1 against FP32 within what rounding explains), loose (wider margins), off.")(f)
+                        help="Export check before the ONNX is kept: strict (each Q/DQ reads its quantizer's tensor "
+                             "with its scale; SQNR and top-1 against FP32 within what rounding explains), loose "
+                             "(outputs only, wider margins), off.")(f)
 
 
 def make_build_options(precision, min_batch, opt_batch, max_batch, workspace_mb, opt_level) -> BuildOptions:

@@ -106,7 +106,8 @@ def apply_calibration(model: nn.Module, stats: dict[str, dict], cfg: QuantConfig
     Selective mode calibrates quantizers that feed a residual shortcut with SHORTCUT_CALIB (mse): their error
     adds straight onto the residual stream. Attention probabilities (softmax output) are calibrated with max in
     every mode: a histogram calibrator clips the few large weights that matter most (entropy there cost 5 dB on a
-    reduced Swin and 19 dB on swin_t). --override still decides last. Quantizers with no range (`left_off`) are not calibrated.
+    reduced Swin and 19 dB on swin_t). --override still decides last. Quantizers with no range (`left_off`) are
+    not calibrated.
     """
     overrides = cfg.layer_overrides()
     held_by = owners(model)
