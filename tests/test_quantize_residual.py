@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from harness.export.onnx_export import export_onnx
+from harness.export.onnx_export import trace_onnx
 from harness.quantize.blocks import quantize_layers, register_block, unregister_block
 from harness.quantize.calibrate import apply_calibration, check_calibrated, collect_stats
 from harness.quantize.config import QuantConfig
@@ -47,10 +47,7 @@ def _calibrated(model, shape=(3, 16, 16)):
 def _export(model, x, tmp_path):
     check_calibrated(model)
     with fb_fake_quant():
-        path = export_onnx(model, x, tmp_path / "m.onnx", opset=19)
-    import onnx
-
-    return merge_duplicate_qdq(onnx.load(path))
+        return merge_duplicate_qdq(trace_onnx(model, x, opset=19))
 
 
 def test_fx_finds_residual_adds_from_the_graph(tmp_path):

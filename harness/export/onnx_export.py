@@ -14,7 +14,6 @@ import onnx
 import torch
 
 from harness.errors import HarnessError
-from harness.fileio import atomic_write
 
 OPSET = 17  # TensorRT 10/11 parse 9..24; >= 13 for per-channel Q/DQ
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -47,11 +46,6 @@ def trace_onnx(model: torch.nn.Module, sample: np.ndarray, opset: int = OPSET) -
     except onnx.checker.ValidationError as exc:
         raise HarnessError(f"exported ONNX fails onnx.checker: {str(exc).splitlines()[0]}") from exc
     return proto
-
-
-def export_onnx(model: torch.nn.Module, sample: np.ndarray, out: Path, opset: int = OPSET) -> Path:
-    """trace_onnx written to `out` (unverified: `harness export` and the engine cache go through export_variant)."""
-    return atomic_write(Path(out), trace_onnx(model, sample, opset).SerializeToString())
 
 
 @contextmanager
