@@ -74,6 +74,22 @@ def test_quantized_conv_branch_input_is_a_hazard():
     assert not r.hazards["unquantized_shortcut"]
 
 
+@pytest.mark.parametrize("quantized", [(), (1,), (0, 1)], ids=["float", "shortcut", "both"])
+def test_add_after_a_linear_branch_is_never_a_hazard(quantized):
+    """ConvNeXt's block: Conv -> Transpose -> MatMul (Linear) -> Transpose -> layer-scale Mul -> Add. No Conv+Add
+    fusion exists there, so a float stream (harness), a quantized shortcut or both inputs quantized (Model
+    Optimizer's choice) are all fine; the Add is reported as not after a conv."""
+    b = Builder()
+    b.inits += [_const("wl", np.ones((C, C))), _const("ls", np.full((1, C, 1, 1), 0.5))]
+    xq = b.qdq("x")
+    nhwc = b.op("Transpose", [b.conv(xq)], perm=[0, 2, 3, 1])
+    linear = b.op("MatMul", [b.qdq(nhwc), b.qdq("wl")])
+    branch = b.op("Mul", [b.op("Transpose", [linear], perm=[0, 3, 1, 2]), "ls"])
+    sides = [b.qdq(t) if i in quantized else t for i, t in enumerate([branch, "x"])]
+    r = check(b.model(b.conv(b.qdq(b.op("Add", sides, name="block")))))
+    assert r.residual_not_conv == ["block"] and r.hazard_count == 0
+
+
 @pytest.mark.parametrize("quantized", [None, 0, 1, (0, 1)])
 def test_add_of_two_equally_deep_branches_needs_exactly_one_quantized_input(quantized):
     """conv3x3(x) + conv1x1(x) feeding a quantized conv: a tie, fine with either input quantized, not both."""

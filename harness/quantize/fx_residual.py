@@ -15,9 +15,18 @@ import torch
 from pytorch_quantization.nn.modules._utils import QuantInputMixin, QuantMixin
 from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer
 from torch import fx, nn
+from torch.nn.modules.conv import _ConvNd
 
 from harness.quantize.blocks import QUANT_BLOCK
-from harness.quantize.modules import RESIDUAL_SLOTS, QuantConcat, QuantResidualAdd, input_slots, share, slots
+from harness.quantize.modules import (
+    RESIDUAL_SLOTS,
+    QuantConcat,
+    QuantResidualAdd,
+    float_quantizer,
+    input_slots,
+    share,
+    slots,
+)
 from harness.quantize.residual_split import split_residual
 
 _ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
@@ -84,6 +93,25 @@ def _int8_reader(gm: fx.GraphModule, user: fx.Node, node: fx.Node) -> bool:
     args = [(0, t) for t in user.args[0]] if isinstance(m, QuantConcat) else enumerate(user.args)
     return any(attr not in RESIDUAL_SLOTS and not getattr(owner, attr)._disabled
                for index, arg in args if arg is node for owner, attr in input_slots(m, index))
+
+
+def _layer_before(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+    """The weighted layer (or converted block) a value comes from, walking back through ops with one data input
+    (activations, BatchNorm, layer-scale Mul, permutes, stochastic depth); None where two values meet first."""
+    while not _weighted(gm, node):
+        data = [n for n in node.all_input_nodes if n.op != "get_attr"]
+        if len(data) != 1:
+            return None
+        node = data[0]
+    return _module(gm, node)
+
+
+def _conv_fusion_site(gm: fx.GraphModule, node: fx.Node, m: nn.Module) -> bool:
+    """Whether TensorRT can fuse this residual Add into a convolution: the branch comes from a conv (or is a
+    converted conv block). After a Linear (ConvNeXt, transformers) there is no Conv+Add INT8 fusion to enable:
+    TensorRT fuses residual Adds into convolutions, and Model Optimizer quantizes shortcuts on the same rule."""
+    layer = m if getattr(m, QUANT_BLOCK, False) else _layer_before(gm, node.args[0])  # args: (branch, shortcut)
+    return isinstance(layer, _ConvNd) or bool(getattr(layer, QUANT_BLOCK, False))
 
 
 def residuals_feeding_int8(gm: fx.GraphModule) -> set[int]:
@@ -169,7 +197,8 @@ def _rewrite(gm: fx.GraphModule) -> None:
 
 
 def _share_by_tensor(gm: fx.GraphModule) -> None:
-    """All quantized consumers of one tensor get one quantizer; MaxPool and Concat tie input and output."""
+    """All quantized consumers of one tensor get one quantizer; MaxPool and Concat tie input and output. A residual
+    Add that follows no conv gets no shortcut quantizer (the stream stays float)."""
     parent: dict[fx.Node, fx.Node] = {}
 
     def find(n):
@@ -193,6 +222,9 @@ def _share_by_tensor(gm: fx.GraphModule) -> None:
     for node in gm.graph.nodes:
         m = _module(gm, node)
         if m is None:
+            continue
+        if isinstance(m, QuantResidualAdd) and not _conv_fusion_site(gm, node, m):
+            m.shortcut_quantizer = float_quantizer()  # no fusion to enable: the residual stream stays float
             continue
         inputs = [(0, t) for t in node.args[0]] if isinstance(m, QuantConcat) else enumerate(node.args)
         for index, arg in inputs:

@@ -5,13 +5,14 @@ residual Adds quantized on the shortcut and not on the conv branch (harness.quan
 which is which, ties included), one scale across a Concat, no Q/DQ between Pad and Conv, and every scale
 present, positive and every zero-point 0 (symmetric INT8).
 
-A residual Add with no quantized input is a hazard when one side runs in INT8 and INT8 is around it: an input
-tensor is quantized for another layer anyway, or the Add's output feeds a quantized layer (through ReLU,
-shape-only ops, Concat, MaxPool) - there TensorRT would fuse the Add in INT8 if one input were quantized. An
-Add between float ops (a pre-LayerNorm transformer's residual stream) is reported, not flagged. Whether a side
-runs in INT8 is read through the ops between its last weighted layer and the Add that TensorRT fuses or that
-only move values (BatchNorm, activations, bias and layer-scale Add/Mul by a constant, Transpose, Reshape,
-Flatten, Squeeze, Unsqueeze, Identity, Dropout, Cast).
+A residual Add with no quantized input is a hazard when its branch comes from an INT8 convolution (TensorRT fuses a
+residual Add into a Conv/ConvTranspose; Model Optimizer quantizes shortcuts on the same rule) and INT8 is around
+it: an input tensor is quantized for another layer anyway, or the Add's output feeds a quantized layer
+(through ReLU, shape-only ops, Concat, MaxPool) - there TensorRT would fuse the Add in INT8 if one input were
+quantized. An Add after a Linear/MatMul (ConvNeXt blocks, transformers) or between float ops is reported, not
+flagged. The branch is read back to its last weighted layer through the ops TensorRT fuses after it or that only
+move values (BatchNorm, activations, bias and layer-scale Add/Mul by a constant, Transpose, Reshape, Flatten,
+Squeeze, Unsqueeze, Identity, Dropout, Cast).
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from harness.quantize.residual_split import Split, split_residual
 
 _SHAPE_ONLY = {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Cast"}
 _ELEMENTWISE = {"BatchNormalization", "Relu", "Clip", "LeakyRelu", "Sigmoid", "Mul", "Add", "Sub", "Div"}
+_CONVOLUTIONS = {"Conv", "ConvTranspose"}  # the layers TensorRT fuses a residual Add into in INT8
 _FUSED_AFTER_ADD = _SHAPE_ONLY | {"Relu", "Clip", "LeakyRelu", "Concat", "MaxPool"}  # Q moves back across these
 
 HAZARDS = {
-    "unquantized_shortcut": "residual Adds with no quantized input between INT8 layers",
-    "quantized_branch": "quantized conv-branch inputs",
+    "unquantized_shortcut": "residual Adds after an INT8 conv with no quantized input",
+    "quantized_branch": "quantized conv-branch inputs",  # breaks the Conv+Add fusion
     "concat_scales": "Concat inputs with different scales",
     "pad_qdq_conv": "Q/DQ between Pad and Conv",
     "bad_scale": "missing or zero scales",
@@ -47,6 +49,7 @@ class Readiness:
     weighted_float: list[str] = field(default_factory=list)
     residual_quantized: list[str] = field(default_factory=list)
     residual_float: list[str] = field(default_factory=list)
+    residual_not_conv: list[str] = field(default_factory=list)
     matmul_quantized: list[str] = field(default_factory=list)
     matmul_float: list[str] = field(default_factory=list)
     hazards: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in HAZARDS})
@@ -60,6 +63,7 @@ class Readiness:
                 ("weighted layers without quantized inputs", self.weighted_float),
                 ("residual Adds with a quantized shortcut", self.residual_quantized),
                 ("residual Adds without a quantized shortcut", self.residual_float),
+                ("residual Adds after a non-conv branch (no fusion)", self.residual_not_conv),
                 ("attention MatMuls with quantized inputs", self.matmul_quantized),
                 ("attention MatMuls without quantized inputs", self.matmul_float)]
         rows = [(label, len(names), "info") for label, names in info]
@@ -83,20 +87,21 @@ def residual_sides(g: Graph, node) -> Split | None:
                           weight=lambda tensor: int(g.weighted(g.producer[tensor])))
 
 
-def _int8_side(g: Graph, tensor: str) -> bool:
-    """Whether the weighted layer ending this side of an Add reads a quantized input (so it runs in INT8)."""
+def _last_layer(g: Graph, tensor: str):
+    """The weighted layer ending this side of an Add, read through the ops TensorRT fuses after it or that only
+    move values; None when another op comes first."""
     while True:
         node = g.producer.get(tensor)
         if node is None:
-            return False
+            return None
         if g.weighted(node):
-            return g.quantized(g.activation_input(node))
-        if node.op_type in _SHAPE_ONLY:
+            return node
+        if node.op_type in _SHAPE_ONLY or node.op_type in (QUANTIZE, DEQUANTIZE):
             tensor = node.input[0]
             continue
         data = g.data_inputs(node)
         if node.op_type not in _ELEMENTWISE or len(data) != 1:
-            return False
+            return None
         tensor = data[0]
 
 
@@ -117,12 +122,16 @@ def _residual(g: Graph, r: Readiness, node, name: str, split: Split) -> None:
     branch_q, shortcut_q = g.quantized(split.branch), g.quantized(split.shortcut)
     one_quantized = shortcut_q or (split.tie and branch_q)  # a tie may quantize either side, not both
     (r.residual_quantized if one_quantized else r.residual_float).append(name)
-    int8_side = _int8_side(g, split.branch) or _int8_side(g, split.shortcut)
+    last = _last_layer(g, split.branch)
+    conv_branch = last is not None and last.op_type in _CONVOLUTIONS
+    if not conv_branch:
+        r.residual_not_conv.append(name)
+    int8_conv = conv_branch and g.quantized(g.activation_input(last))
     int8_around = (any(_quantized_downstream(g, t, _SHAPE_ONLY) for t in split[:2])
                    or _quantized_downstream(g, node.output[0], _FUSED_AFTER_ADD))
-    if not (branch_q or shortcut_q) and int8_side and int8_around:
+    if not (branch_q or shortcut_q) and int8_conv and int8_around:
         r.hazards["unquantized_shortcut"].append(name)
-    if branch_q and (shortcut_q or not split.tie):
+    if branch_q and conv_branch and (shortcut_q or not split.tie):
         r.hazards["quantized_branch"].append(name)
 
 

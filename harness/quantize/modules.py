@@ -77,6 +77,11 @@ def activation_quantizer() -> TensorQuantizer:
     return q
 
 
+def float_quantizer() -> TensorQuantizer:
+    """A disabled quantizer: the slot it fills stays in float."""
+    return TensorQuantizer(QuantDescriptor(), disabled=True)
+
+
 def weight_quantizer(axis: int | None) -> TensorQuantizer:
     """Max-calibrated; axis = output-channel axis for per-channel scales, None for one scale per tensor."""
     return TensorQuantizer(QuantDescriptor(num_bits=NUM_BITS, axis=axis, calib_method="max"))

@@ -8,14 +8,21 @@ from fnmatch import fnmatch
 from pytorch_quantization import nn as qnn
 from pytorch_quantization.nn.modules._utils import QuantMixin
 from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer
-from pytorch_quantization.tensor_quant import QuantDescriptor
 from torch import fx, nn
 
 from harness.errors import HarnessError
 from harness.quantize.attention import convert_attention
 from harness.quantize.blocks import replace_blocks
 from harness.quantize.fx_residual import output_layers, residual_aware, residuals_feeding_int8
-from harness.quantize.modules import NAIVE_MAP, RESIDUAL_SLOTS, SELECTIVE_MAP, QuantConcat, slots, swap_layers
+from harness.quantize.modules import (
+    NAIVE_MAP,
+    RESIDUAL_SLOTS,
+    SELECTIVE_MAP,
+    QuantConcat,
+    float_quantizer,
+    slots,
+    swap_layers,
+)
 
 UNFRIENDLY_CHANNELS = 4  # a weighted layer reading fewer channels (an image stem) gains nothing from INT8
 # Layers that quantize a tensor only to hand one scale on: worth it only when an INT8 reader shares that scale.
@@ -89,14 +96,10 @@ def resolve_skip(layers, patterns, option: str = "--skip") -> list[str]:
     return chosen
 
 
-def _off() -> TensorQuantizer:
-    return TensorQuantizer(QuantDescriptor(), disabled=True)
-
-
 def set_float(model: nn.Module, names) -> None:
     """Leave the named layers in float: their own slots get a disabled quantizer, shared ones serve the rest."""
     layers = quant_layers(model)
-    off = _off()
+    off = float_quantizer()
     for name in names:
         for attr in slots(layers[name]):
             setattr(layers[name], attr, off)
@@ -109,7 +112,8 @@ def drop_idle(model: nn.Module) -> None:
     INT8 (by a weighted layer or an attention MatMul sharing that quantizer: one Q/DQ serves all), or, for a
     shortcut, when the Add's output feeds an INT8 layer (TensorRT then fuses the Add into the branch's last layer
     with an INT8 output, which needs both Add inputs in INT8). A pre-LayerNorm transformer's residual stream
-    (read by LayerNorm and the next Add only) therefore stays in float. For a model torch.fx cannot trace, the
+    (read by LayerNorm and the next Add only) therefore stays in float; so does any stream whose Add follows no
+    conv (placement gives it no shortcut quantizer). For a model torch.fx cannot trace, the
     Add's consumers are unknown and every shortcut quantizer stays on.
     """
     while True:  # turning one off can leave another idle (a Concat quantizer an Add's output was read by)
@@ -134,7 +138,7 @@ def drop_idle(model: nn.Module) -> None:
 def floated(layers: dict[str, nn.Module], names):
     """Temporarily leave the named layers in float (sensitivity analysis)."""
     saved = [(layers[n], attr, getattr(layers[n], attr)) for n in names for attr in slots(layers[n])]
-    off = _off()
+    off = float_quantizer()
     for module, attr, _ in saved:
         setattr(module, attr, off)
     try:
