@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import traceback
 
 import click
 
@@ -42,8 +43,14 @@ class Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except HarnessError:
+            if (ctx.obj or {}).get("debug"):
+                traceback.print_exc()  # the one-line error follows; --debug promises where it came from
+            raise
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            raise  # `harness eval ... | head -1`: click ends quietly when the reader has gone
         except KeyboardInterrupt:
             raise click.Abort() from None
         except Exception as exc:

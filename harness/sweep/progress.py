@@ -3,7 +3,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+
+
+def cell_kinds(cells: list) -> list[tuple]:
+    """What a cell's time resembles: backend, precision, mode, and whether it is the first of its work group
+    (the one that pays for calibration and export)."""
+    from harness.sweep.matrix import work_key
+
+    seen: set[tuple] = set()
+    kinds = []
+    for cell in cells:
+        key = work_key(cell)
+        kinds.append((cell.backend, cell.precision, cell.mode, key not in seen))
+        seen.add(key)
+    return kinds
 
 
 def _clock(seconds: float) -> str:
@@ -12,18 +26,25 @@ def _clock(seconds: float) -> str:
 
 
 class Progress:
-    """The ETA is the mean time of the cells run in this process times the cells left: cached work makes
-    later cells cheaper, so it errs long, never short, early on."""
+    """The ETA sums, over the cells left, the mean time of the finished cells of the same kind (a cell that
+    calibrates and exports costs far more than its neighbours that reuse the ONNX); a kind not seen yet is
+    estimated from all finished cells. Before the first cell finishes there is no estimate."""
 
-    def __init__(self, total: int, echo: Callable[[str], None]):
-        self.total, self.echo = total, echo
-        self.done = 0
+    def __init__(self, kinds: list[Hashable], echo: Callable[[str], None]):
+        self.kinds, self.echo = kinds, echo
+        self.total, self.done = len(kinds), 0
+        self.times: dict[Hashable, list[float]] = {}
         self.started = time.perf_counter()
 
+    def eta(self) -> float:
+        every = [t for ts in self.times.values() for t in ts]
+        mean = {k: sum(ts) / len(ts) for k, ts in self.times.items()}
+        overall = sum(every) / len(every)
+        return sum(mean.get(kind, overall) for kind in self.kinds[self.done:])
+
     def finished(self, label: str, status: str, seconds: float) -> None:
+        self.times.setdefault(self.kinds[self.done], []).append(seconds)
         self.done += 1
         elapsed = time.perf_counter() - self.started
-        left = self.total - self.done
-        eta = elapsed / self.done * left
         self.echo(f"[{self.done}/{self.total}] {status:<6} {label}  {seconds:.1f} s  "
-                  f"elapsed {_clock(elapsed)}  ETA {_clock(eta)}")
+                  f"elapsed {_clock(elapsed)}  ETA {_clock(self.eta())}")

@@ -19,13 +19,13 @@ import numpy as np
 from harness.backends.base import BuildOptions, Timing, get_backend
 from harness.build import build_artifact, export_check, load_engine, onnx_cache_path, onnx_for
 from harness.data.datasets import SyntheticDataset, resolve_dataset
-from harness.errors import HarnessError
+from harness.errors import HarnessError, MissingDependency
 from harness.measure.evaluate import evaluate, reference_outputs
 from harness.measure.latency import latency_stats
 from harness.sweep import environment
 from harness.sweep.experiment import Experiment
 from harness.sweep.matrix import Cell, baseline_of, cell_id, quant_config, work_key
-from harness.sweep.progress import Progress
+from harness.sweep.progress import Progress, cell_kinds
 from harness.sweep.store import ResultStore
 
 
@@ -174,7 +174,8 @@ def run_cell(ws: Workspace, cell: Cell) -> dict:
     """Every stage of one cell; an exception becomes the row's status, error and failed stage."""
     exp, spec = ws.exp, ws.exp.specs[cell.model]
     row = {"cell_id": cell_id(exp, cell), "baseline_id": cell_id(exp, baseline_of(exp, cell)),
-           "experiment": exp.name, **cell.settings(), "status": "ok", "error": None, "failed_stage": None}
+           "experiment": exp.name, **cell.settings(), "status": "ok", "error": None, "failed_stage": None,
+           "missing_extra": None}
     start, stage, runner = time.perf_counter(), "backend", None
     try:
         backend = ws.backend(cell)
@@ -208,7 +209,8 @@ def run_cell(ws: Workspace, cell: Cell) -> dict:
             row.update(ws.qdq_verdict(onnx))
         row.update(_layers(ws, runner, row["cell_id"]))
     except Exception as exc:  # one broken cell must not end the sweep: it becomes a row
-        row.update(status="failed", error=one_line(exc), failed_stage=stage)
+        row.update(status="failed", error=one_line(exc), failed_stage=stage,
+                   missing_extra=exc.extra if isinstance(exc, MissingDependency) else None)
     finally:
         close = getattr(runner, "close", None)
         if close:
@@ -246,7 +248,7 @@ def run_sweep(ws: Workspace, cells: list[Cell], matrix: list[Cell], retry_failed
     if skipped:
         ws.log(f"skipped {skipped} finished cell(s) already in {ws.store.cells}")
     table = ws.store.write_tables(order)
-    progress = Progress(len(todo), ws.log)
+    progress = Progress(cell_kinds(todo), ws.log)
     failed = 0
     for cell in todo:
         row = run_cell(ws, cell)

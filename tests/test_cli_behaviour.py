@@ -1,0 +1,44 @@
+"""What the command line does around the commands: progress and ETA, exit codes, closed pipes, --debug."""
+
+import subprocess
+import sys
+
+from harness.sweep.progress import Progress
+
+
+def test_eta_comes_from_finished_cells_of_the_same_kind():
+    """A cell that calibrates and exports (first of its group) must not inflate the ETA of cheap neighbours."""
+    lines = []
+    kinds = [("cpu", "int8", True), ("cpu", "int8", False), ("cpu", "int8", False), ("cpu", "int8", True),
+             ("cpu", "int8", False)]
+    progress = Progress(kinds, lines.append)
+    progress.finished("a", "ok", 30.0)  # unseen kind "not first": estimated from every cell so far
+    assert progress.eta() == 30.0 * 4
+    progress.finished("b", "ok", 1.0)
+    assert progress.eta() == 1.0 + 30.0 + 1.0
+    progress.finished("c", "ok", 1.0)
+    assert progress.eta() == 30.0 + 1.0
+    assert lines[-1].startswith("[3/5] ok") and "ETA 0:00:31" in lines[-1]
+
+
+def _harness(*args, **kw):
+    return subprocess.run([sys.executable, "-c", "from harness.cli import main; main()", *args],
+                          capture_output=True, text=True, **kw)
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly():
+    """`harness --help | head -1`: no BrokenPipeError on stderr."""
+    proc = subprocess.Popen([sys.executable, "-c", "from harness.cli import main; main()", "export", "--help"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()  # the reader leaves after one line
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "BrokenPipe" not in err and "Error" not in err, err
+
+
+def test_debug_shows_the_traceback_of_harness_errors_too():
+    plain = _harness("export", "--model", "no-such-model", "-o", "x.onnx")
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr and "unknown model 'no-such-model'" in plain.stderr
+    debug = _harness("--debug", "export", "--model", "no-such-model", "-o", "x.onnx")
+    assert debug.returncode == 2 and "Traceback" in debug.stderr and "resolve_model" in debug.stderr
