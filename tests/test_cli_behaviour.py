@@ -42,3 +42,29 @@ def test_debug_shows_the_traceback_of_harness_errors_too():
     assert plain.returncode == 2 and "Traceback" not in plain.stderr and "unknown model 'no-such-model'" in plain.stderr
     debug = _harness("--debug", "export", "--model", "no-such-model", "-o", "x.onnx")
     assert debug.returncode == 2 and "Traceback" in debug.stderr and "resolve_model" in debug.stderr
+
+
+def test_bench_at_two_batches_keeps_both_results(run_cli, digits_engine):
+    from pathlib import Path
+
+    fast = ("--warmup", 0, "--iterations", 3, "--duration", 0)
+    for batch in (1, 4):
+        assert run_cli("bench", digits_engine.artifact, "--batch", batch, *fast).exit_code == 0
+    written = sorted(p.name for p in Path("reports/bench").glob("*.json"))
+    stem = Path(digits_engine.artifact).stem
+    shape = "x".join(map(str, digits_engine.input_shape))
+    assert written == [f"{stem}-1x{shape}.json", f"{stem}-4x{shape}.json"]
+
+
+def test_train_shows_every_epoch_and_leaves_the_bundled_weights_alone(run_cli, tmp_path, monkeypatch):
+    from harness.build import sha256_file
+    from harness.models import train_digits
+    from harness.models.registry import BUNDLED_WEIGHTS
+
+    monkeypatch.setattr(train_digits.DigitsDataset, "size", lambda self, split: 64)  # one batch an epoch
+    bundled = sha256_file(BUNDLED_WEIGHTS)
+    result = run_cli("train", "--epochs", 2)
+    assert result.exit_code == 0, result.output
+    assert "epoch 1/2" in result.output and "epoch 2/2" in result.output and "ETA" in result.output
+    assert (tmp_path / "digits-resnet.pt").is_file() and sha256_file(BUNDLED_WEIGHTS) == bundled
+    assert "--weights digits-resnet.pt" in result.output

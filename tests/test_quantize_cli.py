@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -57,9 +58,13 @@ def test_checkpoint_builds_and_evaluates_with_top1_change(run_cli, checkpoint, t
     assert got["reference_top1"] == 99.5 and abs(got["top1_delta"]) <= 0.5 and got["sqnr_db"] > 15
     again = run_cli("build-engine", "--precision", "int8", "--quant", path, "--engines-dir", tmp_path / "e")
     assert "cache hit" in again.output
+    built = run_cli("build-engine", "--precision", "int8", "--quant", path)  # default engines/
+    assert Path(built.stdout.strip()).is_file()  # stdout is the path alone: ENGINE=$(harness build-engine ...)
     direct = run_cli("eval", path, "--json", tmp_path / "c.json")  # the checkpoint itself: its int8 cpu engine
     assert direct.exit_code == 0, direct.output
-    assert json.loads((tmp_path / "c.json").read_text())["top1"] == got["top1"]
+    evaluated = json.loads((tmp_path / "c.json").read_text())
+    assert evaluated["top1"] == got["top1"]
+    assert evaluated["engine"] == built.stdout.strip()  # the artifact build-engine made, not a second one
 
 
 def test_sensitivity_skip_list_feeds_hybrid_mode(run_cli, tmp_path):
@@ -94,9 +99,19 @@ def test_qat_reports_before_and_after(run_cli, checkpoint, tmp_path):
     (("build-engine", "--precision", "int8", "--quant", "{ckpt}", "--calib", "max"), "already holds"),
     (("quantize", "--skip-from", "missing.txt"), "--skip-from missing.txt"),
     (("quantize", "--override", "fc"), "--override 'fc'"),
+    (("quantize", "--override", "nolayer*=max", *FAST), "--override 'nolayer*' matches no quantized layer"),
+    (("quantize", "--skip", "*", *FAST), "leaves every weighted layer in float"),
     (("export", "--model", "resnet18", "--precision", "int8", "--quant", "{ckpt}", "-o", "x.onnx"),
      "was made for digits-resnet"),
 ])
 def test_bad_quantization_options_are_one_line_errors(run_cli, checkpoint, args, message):
     result = run_cli(*[str(checkpoint[0]) if a == "{ckpt}" else a for a in args])
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_calibration_says_what_it_read_when_the_split_is_smaller_than_asked(run_cli, tmp_path):
+    result = run_cli("quantize", "--calib", "max", "--calib-batches", 8, "--calib-batch-size", 32,
+                     "--engines-dir", tmp_path / "e", "-o", tmp_path / "q.pt")
+    assert result.exit_code == 0, result.output
+    assert "digits: 200 calib images, 7 batch(es) of up to 32; asked for 8 x 32 = 256, the calib split has 200" in (
+        result.output)

@@ -28,12 +28,21 @@ from harness.models.registry import BUNDLED_WEIGHTS, parse_shape, resolve_model
 
 @click.command()
 @click.option("--epochs", type=click.IntRange(1), default=30, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=BUNDLED_WEIGHTS, show_default=True)
-def train(epochs, out):
-    """Retrain the bundled digits-resnet weights (seeded, CPU, about a minute)."""
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=Path("digits-resnet.pt"),
+              show_default=True, help="Where to write the weights; use them with --weights FILE.")
+@click.option("--replace-bundled", is_flag=True,
+              help=f"Write over the bundled weights instead ({BUNDLED_WEIGHTS.name} in the installed package).")
+def train(epochs, out, replace_bundled):
+    """Retrain digits-resnet from scratch (seeded, CPU; 30 epochs take 1-9 minutes on 2 cores, by load).
+
+    Progress and an ETA every epoch. The bundled weights stay as they are unless --replace-bundled.
+    """
     from harness.models.train_digits import train_digits
 
+    out = BUNDLED_WEIGHTS if replace_bundled else out
     train_digits(out, epochs=epochs, log=click.echo)
+    if not replace_bundled:
+        click.echo(f"use them with: harness eval/export/build-engine --model digits-resnet --weights {out}")
 
 
 def _spec_for(model_name, weights, input_shape, quant: dict | None):
@@ -79,13 +88,17 @@ def export(model_name, weights, input_shape, precision, quant_file, verify_level
 @verify_option
 def build_engine_cmd(model_name, weights, input_shape, precision, backend, min_batch, opt_batch, max_batch,
                      workspace_mb, opt_level, engines_dir, quant_file, verify_level, **given):
-    """Build (or reuse from the cache) a backend artifact with a JSON sidecar under engines/."""
+    """Build (or reuse from the cache) a backend artifact with a JSON sidecar under engines/.
+
+    Prints the artifact's path on stdout (progress goes to stderr), so ENGINE=$(harness build-engine ...) works.
+    """
     quant = quant_request(precision, quant_file, **given)
     spec = _spec_for(model_name, weights, input_shape, quant)
     options = make_build_options(precision, min_batch, opt_batch, max_batch, workspace_mb, opt_level)
     meta, hit = build_artifact(spec, backend, options, engines_dir, quant=quant,
                                log=lambda m: click.echo(m, err=True), verify=verify_level)
-    click.echo(f"{'cache hit' if hit else f'built in {meta.build_s:.2f} s'}: {meta.artifact}")
+    click.echo(f"{'cache hit' if hit else f'built in {meta.build_s:.2f} s'}: {meta.artifact}", err=True)
+    click.echo(meta.artifact)  # stdout holds the path alone: harness eval "$(harness build-engine ...)"
 
 
 def _runner_opts(backend: str, cuda_graph: bool, no_data_transfers: bool, spin_wait: bool) -> dict:
@@ -111,7 +124,7 @@ def _runner_opts(backend: str, cuda_graph: bool, no_data_transfers: bool, spin_w
 @click.option("--no-data-transfers", is_flag=True, help="TensorRT: time without H2D/D2H copies.")
 @click.option("--spin-wait", is_flag=True, help="TensorRT: spin on events instead of blocking.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
-              help="Where to write the results (default: reports/bench/<engine>.json).")
+              help="Where to write the results (default: reports/bench/<engine>-<NxCxHxW>.json).")
 def bench(engine, batch, shape, warmup, iterations, duration, cv_warn, cuda_graph, no_data_transfers,
           spin_wait, json_out):
     """Time an engine: warm-up, then at least --iterations and --duration; percentiles, throughput, CV."""
@@ -127,7 +140,7 @@ def bench(engine, batch, shape, warmup, iterations, duration, cv_warn, cuda_grap
     print_table(rows, f"{Path(meta.artifact).name} ({meta.backend}, {meta.precision}): {stats.includes}")
     for warning in stats.warnings(cv_warn if cv_warn is not None else getattr(runner, "cv_warn", CV_WARN)):
         click.echo(f"warning: {warning}", err=True)
-    out = json_out or Path("reports") / "bench" / f"{Path(meta.artifact).stem}.json"
+    out = json_out or Path("reports") / "bench" / f"{Path(meta.artifact).stem}-{'x'.join(map(str, dims))}.json"
     write_json(out, {"engine": meta.artifact, "backend": meta.backend, "precision": meta.precision,
                      "shape": list(dims), **stats.to_dict()})
     click.echo(f"wrote {out}")
@@ -139,7 +152,8 @@ def _cpu_engine_of_checkpoint(path: Path) -> Path:
 
     quant = quant_request("int8", path)
     spec = _spec_for(None, None, None, quant)
-    meta, _ = build_artifact(spec, "cpu", BuildOptions(precision="int8", batch_max=64), ENGINES_DIR, quant=quant,
+    # build-engine's defaults, so that `harness build-engine --quant CKPT` made the artifact this reuses
+    meta, _ = build_artifact(spec, "cpu", BuildOptions(precision="int8"), ENGINES_DIR, quant=quant,
                            log=lambda m: click.echo(m, err=True))
     return Path(meta.artifact)
 

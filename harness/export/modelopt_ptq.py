@@ -21,7 +21,7 @@ import onnx
 from harness.errors import HarnessError, MissingDependency
 from harness.export.onnx_export import INPUT_NAME
 from harness.models.registry import ModelSpec
-from harness.quantize.config import QuantConfig, calibration_data
+from harness.quantize.config import QuantConfig, calibration_data, calibration_summary
 
 HIGH_PRECISION = {"int8": "fp32", "int8-fp16": "fp16"}  # harness precision -> ModelOpt's high_precision_dtype
 
@@ -67,8 +67,8 @@ def modelopt_qdq(spec: ModelSpec, precision: str, cfg: QuantConfig, engines_dir:
     fp32 = onnx_for(spec, "fp32", engines_dir, None, log)
     batches = [x for x, _ in calibration_data(spec, cfg)]
     if log:
-        log(f"ModelOpt ONNX PTQ of {spec.name}: {cfg.calib} calibration on {sum(len(x) for x in batches)} "
-            f"{cfg.dataset} images, float parts in {HIGH_PRECISION[precision]}")
+        log(f"ModelOpt ONNX PTQ of {spec.name}: {cfg.calib} calibration ({calibration_summary(spec, cfg)}), "
+            f"float parts in {HIGH_PRECISION[precision]}")
     with tempfile.TemporaryDirectory(prefix="harness-modelopt-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "qdq.onnx"
         shutil.copyfile(fp32, src)  # ModelOpt writes its intermediate files beside its input

@@ -20,7 +20,7 @@ from harness.quantize.amax import compute_amax
 from harness.quantize.attention import SOFTMAX_SLOT
 from harness.quantize.config import QuantConfig
 from harness.quantize.modules import RESIDUAL_SLOTS, StatsCalibrator, slots, weight_quantizer
-from harness.quantize.replace import matches, placement, quant_layers
+from harness.quantize.replace import matches, placement, quant_layers, resolve_skip
 
 # Selective mode's calibrator for residual shortcut quantizers: their error lands on the residual stream itself,
 # so the amax that minimises it (mse) rather than one that clips (entropy: -13 dB on digits-resnet) or one that
@@ -110,6 +110,7 @@ def apply_calibration(model: nn.Module, stats: dict[str, dict], cfg: QuantConfig
     not calibrated.
     """
     overrides = cfg.layer_overrides()
+    resolve_skip(quant_layers(model), [pattern for pattern, _ in overrides], "--override")  # a typo is an error
     held_by = owners(model)
 
     def choice(q, key, default):

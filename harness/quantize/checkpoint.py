@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pytorch_quantization.nn.modules._utils import QuantMixin
 from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer
 from torch import nn
 
@@ -31,7 +32,7 @@ from harness.quantize.calibrate import (
     stats_key,
     switch_off,
 )
-from harness.quantize.config import QuantConfig, calibration_data
+from harness.quantize.config import QuantConfig, calibration_data, calibration_summary
 from harness.quantize.replace import (
     UNFRIENDLY_CHANNELS,
     drop_idle,
@@ -84,7 +85,7 @@ def calibrate(spec: ModelSpec, cfg: QuantConfig, cache_dir: Path, log=None) -> Q
 
     def collect():
         if log:
-            log(f"collecting calibration statistics ({cfg.dataset}, {cfg.calib_batches} x {cfg.calib_batch_size})")
+            log(f"collecting calibration statistics ({calibration_summary(spec, cfg)})")
         return collect_stats(model, (x for x, _ in calibration_data(spec, cfg)))
 
     stats = cached_stats(Path(cache_dir) / f"stats-{key}.pt", collect)
@@ -96,6 +97,10 @@ def calibrate(spec: ModelSpec, cfg: QuantConfig, cache_dir: Path, log=None) -> Q
             + ", ".join(f"{name} ({why})" for name, why in list(off.items())[:4]) + (" ..." if len(off) > 4 else ""))
     layers = quant_layers(model)
     reasons = dict.fromkeys(resolve_skip(layers, cfg.skip), "--skip")
+    weighted = [name for name, layer in layers.items() if isinstance(layer, QuantMixin)]
+    if weighted and all(name in reasons for name in weighted):
+        raise HarnessError(f"--skip {' '.join(cfg.skip)} leaves every weighted layer in float: the int8 artifact "
+                           "would hold no Q/DQ; use --precision fp32 or fp16, or skip fewer layers")
     if cfg.mode == "selective":
         for name in unfriendly_layers(model):
             reasons.setdefault(name, f"INT8-unfriendly (reads < {UNFRIENDLY_CHANNELS} channels)")

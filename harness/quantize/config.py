@@ -105,6 +105,19 @@ def calibration_data(spec, cfg: QuantConfig):
     return data.batches("calib", cfg.calib_batch_size, limit=cfg.calib_batches * cfg.calib_batch_size)
 
 
+def calibration_summary(spec, cfg: QuantConfig) -> str:
+    """What calibration reads, said plainly when the split holds fewer images than asked for."""
+    from harness.data.datasets import resolve_dataset
+
+    asked, size = cfg.calib_batches * cfg.calib_batch_size, cfg.calib_batch_size
+    have = resolve_dataset(cfg.dataset, spec).size("calib")
+    used = min(asked, have)
+    text = f"{cfg.dataset}: {used} calib images, {-(-used // size)} batch(es) of up to {size}"
+    if have < asked:
+        text += f"; asked for {cfg.calib_batches} x {size} = {asked}, the calib split has {have}"
+    return text
+
+
 def parse_override(text: str) -> tuple[str, dict]:
     """'layer3.*=max,per-tensor' -> ('layer3.*', {'calib': 'max', 'weights': 'per-tensor'})."""
     pattern, sep, values = text.partition("=")
