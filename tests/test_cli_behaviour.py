@@ -68,3 +68,31 @@ def test_train_shows_every_epoch_and_leaves_the_bundled_weights_alone(run_cli, t
     assert "epoch 1/2" in result.output and "epoch 2/2" in result.output and "ETA" in result.output
     assert (tmp_path / "digits-resnet.pt").is_file() and sha256_file(BUNDLED_WEIGHTS) == bundled
     assert "--weights digits-resnet.pt" in result.output
+
+
+def test_eval_does_not_score_labels_the_head_cannot_produce(run_cli, tmp_path, monkeypatch):
+    """A 1000-class head evaluated on the 10 digits labels: top-1 is n/a with the reason, agreement still holds."""
+    import json
+
+    (tmp_path / "wide.py").write_text("import torch\n\ndef build():\n    torch.manual_seed(0)\n"
+                                      "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 1000))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    built = run_cli("build-engine", "--model", "wide:build", "--input-shape", "1x8x8", "--engines-dir", tmp_path / "e")
+    assert built.exit_code == 0, built.output
+    result = run_cli("eval", built.stdout.strip(), "--json", tmp_path / "e.json")
+    assert result.exit_code == 0, result.output
+    assert "top-1/top-5 not scored: the model has 1000 outputs but the dataset's labels have 10 classes" in (
+        result.output)
+    got = json.loads((tmp_path / "e.json").read_text())
+    assert got["top1"] is None and got["top1_delta"] is None and got["top1_agreement"] == 100.0
+
+
+def test_labels_beyond_the_head_are_not_scored():
+    import numpy as np
+
+    from harness.measure.accuracy import accuracy
+
+    logits = np.eye(4, dtype=np.float32)
+    result = accuracy(logits, np.array([0, 1, 2, 7]), logits)
+    assert result.top1 is None and result.labels_unusable == "label 7 is beyond the model's 4 outputs"
+    assert accuracy(logits, np.arange(4), logits, classes=4).top1 == 100.0

@@ -8,7 +8,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from harness.export.onnx_export import trace_onnx
-from harness.quantize.blocks import quantize_layers, register_block, unregister_block
+from harness.quantize.blocks import quantize_layers, quantized_residuals, register_block, unregister_block
 from harness.quantize.calibrate import apply_calibration, check_calibrated, collect_stats
 from harness.quantize.config import QuantConfig
 from harness.quantize.inspect_onnx import check
@@ -123,7 +123,7 @@ class Gated(nn.Module):
 
 class QuantGated(Gated):
     def forward(self, x):
-        return self.conv(x) + self.shortcut_quantizer(x)
+        return self.conv(x) + self.skip_q(x)  # a user's own name for the shortcut quantizer
 
 
 def test_registration_hook_quantizes_an_untraceable_block(tmp_path):
@@ -131,7 +131,7 @@ def test_registration_hook_quantizes_an_untraceable_block(tmp_path):
     def convert(block):
         q = quantize_layers(block)
         q.__class__ = QuantGated
-        q.shortcut_quantizer = activation_quantizer()
+        q.skip_q = activation_quantizer()
         return q
 
     try:
@@ -145,6 +145,7 @@ def test_registration_hook_quantizes_an_untraceable_block(tmp_path):
         placed, x = _calibrated(placed, (3, 8, 8))
         report = check(_export(placed, x, tmp_path))
         assert len(report.residual_quantized) == 2 and report.hazard_count == 0
+        assert quantized_residuals(placed) == ["1", "2"]  # what `harness quantize` prints: the same two Adds
     finally:
         unregister_block(Gated)
 

@@ -184,6 +184,9 @@ def eval_cmd(engine, dataset, split, batch, limit, json_out):
             ("max abs error vs fp32 torch", result.max_abs_error), ("SQNR vs fp32 torch dB", result.sqnr_db)]
     print_table(rows, f"{Path(meta.artifact).name} on {dataset}/{split}"
                 + ("" if data.has_labels else " (no labels: accuracy not applicable)"))
+    if result.labels_unusable:
+        click.echo(f"warning: top-1/top-5 not scored: {result.labels_unusable}; evaluate on a dataset of the model's "
+                   "classes (--dataset imagefolder:PATH); agreement with FP32 still holds", err=True)
     if result.reference_degenerate:
         click.echo(f"warning: the FP32 reference's outputs are degenerate ({result.reference_degenerate}): agreement, "
                    "max abs error and SQNR are not scored; load trained weights with --weights", err=True)

@@ -38,13 +38,11 @@ def _calibrated(model_name, weights, input_shape, engines_dir, given):
 def _summary(qm) -> list[tuple[str, object]]:
     from pytorch_quantization.nn.modules._utils import QuantMixin
 
-    from harness.quantize.modules import RESIDUAL_SLOTS, slots
+    from harness.quantize.blocks import quantized_residuals
     from harness.quantize.replace import quant_layers
 
-    layers = quant_layers(qm.model)
-    weighted = [n for n, m in layers.items() if isinstance(m, QuantMixin)]
-    residual = [n for n, m in layers.items() if any(not getattr(m, attr)._disabled for attr in slots(m)
-                                                     if attr in RESIDUAL_SLOTS)]
+    weighted = [n for n, m in quant_layers(qm.model).items() if isinstance(m, QuantMixin)]
+    residual = quantized_residuals(qm.model)
     calibrators = sorted(set(qm.calibrators.values()))
     return [("mode", qm.config.mode), ("activation calibrators", ", ".join(calibrators)),
             ("weighted layers", len(weighted)), ("residual Adds quantized on the shortcut", len(residual)),

@@ -31,6 +31,12 @@ class Dataset:
     spec: ModelSpec
     has_labels: bool = True
 
+    @property
+    def num_classes(self) -> int | None:
+        """How many classes the labels come from (None without labels): a model head of another width cannot be
+        scored against them."""
+        return None
+
     def batches(self, split: str, batch_size: int, limit: int | None = None) -> Iterator[tuple]:
         """Yield (inputs, labels-or-None); `limit` caps the number of samples, keeping batches full."""
         if split not in SPLITS:
@@ -65,7 +71,16 @@ def _fit(images: torch.Tensor, spec: ModelSpec) -> np.ndarray:
 
 
 def _per_channel(values, c):
-    return list(values) * c if len(values) == 1 else list(values)
+    """Normalisation values for c channels: one value spreads to all; a 3-channel (ImageNet) default serves a
+    1-channel model as its average (a grey image's statistics)."""
+    values = list(values)
+    if len(values) == c:
+        return values
+    if len(values) == 1:
+        return values * c
+    if c == 1:
+        return [sum(values) / len(values)]
+    raise HarnessError(f"normalisation has {len(values)} values for a {c}-channel input: give {c} or 1")
 
 
 def _chunks(n: int, batch_size: int, limit: int | None):
@@ -92,6 +107,10 @@ class DigitsDataset(Dataset):
 
     def size(self, split: str) -> int:
         return len(self.indices[split])
+
+    @property
+    def num_classes(self) -> int:
+        return 10
 
     def _batches(self, split, batch_size, limit):
         idx = self.indices[split]
@@ -131,6 +150,10 @@ class ImageFolderDataset(Dataset):
 
     def size(self, split: str) -> int:
         return len(self.indices.get(split, ()))
+
+    @property
+    def num_classes(self) -> int:
+        return len(next(iter(self.folders.values())).classes)
 
     def _batches(self, split, batch_size, limit):
         if split not in self.folders:

@@ -18,6 +18,7 @@ class AccuracyResult:
     reference_top1: float | None = None  # % top-1 of the FP32 PyTorch reference on the same inputs
     top1_delta: float | None = None  # top1 - reference_top1, in points
     reference_degenerate: str | None = None  # why agreement with the reference is not scored, when it is not
+    labels_unusable: str | None = None  # why top-1/top-5 are not scored against the labels, when they are not
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,8 +57,22 @@ def degenerate_outputs(outputs: np.ndarray) -> str | None:
     return None
 
 
-def accuracy(logits: np.ndarray, labels: np.ndarray | None, reference: np.ndarray | None) -> AccuracyResult:
+def unusable_labels(outputs: int, labels: np.ndarray, classes: int | None) -> str | None:
+    """Why labels cannot score a head of `outputs` classes: a 1000-class ImageNet head on the 10 digits labels
+    reads top-1 ~0 %, which says nothing about the model or its quantization."""
+    if classes is not None and classes != outputs:
+        return f"the model has {outputs} outputs but the dataset's labels have {classes} classes"
+    if len(labels) and int(labels.max()) >= outputs:
+        return f"label {int(labels.max())} is beyond the model's {outputs} outputs"
+    return None
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray | None, reference: np.ndarray | None,
+             classes: int | None = None) -> AccuracyResult:
     logits = logits.astype(np.float32)
+    unusable = unusable_labels(logits.shape[1], labels, classes) if labels is not None else None
+    if unusable:
+        labels = None
     top1 = topk_accuracy(logits, labels, 1) if labels is not None else None
     top5 = topk_accuracy(logits, labels, 5) if labels is not None else None
     agree = err = sq = None
@@ -68,4 +83,4 @@ def accuracy(logits: np.ndarray, labels: np.ndarray | None, reference: np.ndarra
         sq = sqnr_db(reference, logits)
     ref_top1 = topk_accuracy(reference, labels, 1) if labels is not None and reference is not None else None
     delta = top1 - ref_top1 if ref_top1 is not None else None
-    return AccuracyResult(len(logits), top1, top5, agree, err, sq, ref_top1, delta, degenerate)
+    return AccuracyResult(len(logits), top1, top5, agree, err, sq, ref_top1, delta, degenerate, unusable)

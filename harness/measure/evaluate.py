@@ -42,4 +42,4 @@ def collect_outputs(runner: Runner, data: Dataset, split: str, batch: tuple[int,
 def evaluate(runner: Runner, data: Dataset, split: str = "val", batch: tuple[int, int] = (1, 64),
              limit: int | None = None, reference: np.ndarray | None = None) -> AccuracyResult:
     logits, labels, reference = collect_outputs(runner, data, split, batch, limit, reference)
-    return accuracy(logits, labels, reference)
+    return accuracy(logits, labels, reference, data.num_classes)

@@ -12,7 +12,16 @@ from collections.abc import Callable
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from harness.quantize.modules import SELECTIVE_MAP, activation_quantizer, input_slots, share, swap_layers, twin
+from harness.quantize.modules import (
+    RESIDUAL_SLOTS,
+    SELECTIVE_MAP,
+    activation_quantizer,
+    input_slots,
+    share,
+    slots,
+    swap_layers,
+    twin,
+)
 
 BlockConverter = Callable[[nn.Module], nn.Module]
 _REGISTRY: dict[type, BlockConverter] = {}
@@ -51,6 +60,21 @@ def replace_blocks(model: nn.Module) -> nn.Module:
     for name, child in list(model.named_children()):
         setattr(model, name, replace_blocks(child))
     return model
+
+
+def residual_slots(module: nn.Module) -> list[str]:
+    """The module's own slots that quantize a residual shortcut: the standard names, and every quantizer a
+    converted (registered) block holds itself, whatever the converter named it (the block's own quantizers serve
+    its residual Add, per register_block's contract)."""
+    own = slots(module)
+    return own if getattr(module, QUANT_BLOCK, False) else [attr for attr in own if attr in RESIDUAL_SLOTS]
+
+
+def quantized_residuals(model: nn.Module) -> list[str]:
+    """Names of the residual Adds (and converted blocks) whose shortcut runs in INT8: the one count `harness
+    quantize` prints, the same Adds `harness inspect` finds quantized in the exported file."""
+    return [name for name, m in model.named_modules()
+            if any(not getattr(m, attr)._disabled for attr in residual_slots(m))]
 
 
 class _ResidualBlock:
