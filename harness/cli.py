@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import traceback
 
@@ -25,6 +26,17 @@ COMMANDS = {
     "inspect-engine": "engine_inspect:inspect_engine",
     "sweep": "sweep:sweep",
     "report": "report:report",
+}
+
+
+# Failures of the machine, not of the input: say which file and what to do about it.
+_MACHINE_FIXES = {
+    errno.ENOSPC: "free disk space there and run the command again (finished work is kept)",
+    errno.EDQUOT: "free space in your quota and run the command again (finished work is kept)",
+    errno.EACCES: "make it writable (or choose another path) and run the command again",
+    errno.EPERM: "make it writable (or choose another path) and run the command again",
+    errno.EROFS: "the file system is read-only: choose another path",
+    errno.EISDIR: "that is a folder: give a file path",
 }
 
 
@@ -56,6 +68,8 @@ class Group(click.Group):
         except Exception as exc:
             if (ctx.obj or {}).get("debug"):
                 raise
+            if isinstance(exc, OSError) and exc.errno in _MACHINE_FIXES:
+                raise HarnessError(f"{exc.filename or 'a file'}: {exc.strerror}; {_MACHINE_FIXES[exc.errno]}") from exc
             raise HarnessError(f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)") from exc
 
 

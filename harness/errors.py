@@ -25,3 +25,9 @@ def require(module: str, extra: str = "gpu"):
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependency(module, extra) from exc
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message reduced to one line (library messages often span several)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

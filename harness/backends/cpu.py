@@ -23,6 +23,7 @@ class CpuRunner(Runner):
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.intra_op_num_threads = threads
         so.log_severity_level = QUIET
+        self.artifact = artifact
         try:
             self.session = ort.InferenceSession(str(artifact), so, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own exception types
@@ -33,10 +34,16 @@ class CpuRunner(Runner):
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def infer(self, x: np.ndarray) -> np.ndarray:
-        out = self.session.run(self.output_names[:1], {self.input_name: x.astype(self.input_dtype, copy=False)})
+        try:
+            out = self.session.run(self.output_names[:1], {self.input_name: x.astype(self.input_dtype, copy=False)})
+        except Exception as exc:  # ORT's errors span lines ("... index: 1 Got: 1 Expected: 3\n Please fix ...")
+            shape = "x".join(map(str, x.shape))
+            raise HarnessError(f"ONNX Runtime cannot run {self.artifact} on a {shape} input: "
+                               f"{' '.join(line.strip() for line in str(exc).splitlines() if line.strip())}") from exc
         return out[0].astype(np.float32, copy=False)
 
     def time(self, x: np.ndarray, warmup_s: float, iterations: int, duration_s: float, **opts) -> Timing:
+        self.infer(x)  # a file that does not fit the input fails here in one line, not in the timed loop
         run, names, feed = self.session.run, self.output_names[:1], {self.input_name: x.astype(self.input_dtype)}
         lat, wall = timed_loop(lambda: run(names, feed), warmup_s, iterations, duration_s)
         return Timing(lat, wall, len(x), includes="host latency of session.run (input in host memory)")

@@ -12,6 +12,8 @@ from harness.backends.base import PRECISIONS, BuildOptions, backend_names
 from harness.build import ENGINES_DIR
 from harness.models.registry import model_names
 
+FILE_OUT = click.Path(path_type=Path, dir_okay=False)  # an output file: a folder there is a one-line error
+
 
 def model_options(f):
     f = click.option("--input-shape", default=None, metavar="CxHxW",

@@ -10,6 +10,7 @@ import numpy as np
 from harness.backends.base import PRECISIONS
 from harness.build import build_artifact, check_input_shape, load_engine
 from harness.commands.common import (
+    FILE_OUT,
     build_options,
     make_build_options,
     model_options,
@@ -28,7 +29,7 @@ from harness.models.registry import BUNDLED_WEIGHTS, parse_shape, resolve_model
 
 @click.command()
 @click.option("--epochs", type=click.IntRange(1), default=30, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=Path("digits-resnet.pt"),
+@click.option("--out", type=FILE_OUT, default=Path("digits-resnet.pt"),
               show_default=True, help="Where to write the weights; use them with --weights FILE.")
 @click.option("--replace-bundled", is_flag=True,
               help=f"Write over the bundled weights instead ({BUNDLED_WEIGHTS.name} in the installed package).")
@@ -63,7 +64,7 @@ def _spec_for(model_name, weights, input_shape, quant: dict | None):
               help="Quantization checkpoint from harness quantize (int8, int8-fp16).")
 @quant_options
 @verify_option
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Where to write the ONNX.")
+@click.option("-o", "--output", type=FILE_OUT, required=True, help="Where to write the ONNX.")
 def export(model_name, weights, input_shape, precision, quant_file, verify_level, output, **given):
     """Export a model to ONNX (pinned opset, dynamic batch), checked against PyTorch before it is kept.
 
@@ -123,7 +124,7 @@ def _runner_opts(backend: str, cuda_graph: bool, no_data_transfers: bool, spin_w
 @click.option("--cuda-graph", is_flag=True, help="TensorRT: capture the enqueue in a CUDA graph.")
 @click.option("--no-data-transfers", is_flag=True, help="TensorRT: time without H2D/D2H copies.")
 @click.option("--spin-wait", is_flag=True, help="TensorRT: spin on events instead of blocking.")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
+@click.option("--json", "json_out", type=FILE_OUT, default=None,
               help="Where to write the results (default: reports/bench/<engine>-<NxCxHxW>.json).")
 def bench(engine, batch, shape, warmup, iterations, duration, cv_warn, cuda_graph, no_data_transfers,
           spin_wait, json_out):
@@ -164,7 +165,7 @@ def _cpu_engine_of_checkpoint(path: Path) -> Path:
 @click.option("--split", type=click.Choice(["val", "calib", "train"]), default="val", show_default=True)
 @click.option("--batch", type=click.IntRange(1), default=None, help="Batch size (default: the engine's max).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Evaluate at most this many samples.")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
+@click.option("--json", "json_out", type=FILE_OUT, default=None,
               help="Where to write the results (default: reports/eval/<engine>.json).")
 def eval_cmd(engine, dataset, split, batch, limit, json_out):
     """Top-1/top-5 on a dataset, and agreement with the FP32 PyTorch reference (top-1, max error, SQNR).

@@ -8,6 +8,7 @@ import click
 
 from harness.build import ENGINES_DIR
 from harness.commands.common import (
+    FILE_OUT,
     make_quant_config,
     model_options,
     print_table,
@@ -57,7 +58,7 @@ def _summary(qm) -> list[tuple[str, object]]:
 @model_options
 @quant_options
 @_ENGINES
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+@click.option("-o", "--output", type=FILE_OUT, default=None,
               help="Checkpoint to write (default <model>-<mode>-<calib>.quant.pt).")
 def quantize(model_name, weights, input_shape, engines_dir, output, **given):
     """Calibrate a model and write its quantization checkpoint (config + every quantizer's amax).
@@ -84,9 +85,9 @@ def quantize(model_name, weights, input_shape, engines_dir, output, **given):
 @click.option("--limit", type=click.IntRange(1), default=256, show_default=True, help="Samples to rank on.")
 @click.option("--top", type=click.IntRange(0), default=2, show_default=True,
               help="Layers written to the skip list.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("skip.txt"), show_default=True,
+@click.option("-o", "--output", type=FILE_OUT, default=Path("skip.txt"), show_default=True,
               help="Skip list for --skip-from.")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Full table as JSON.")
+@click.option("--json", "json_out", type=FILE_OUT, default=None, help="Full table as JSON.")
 def sensitivity(model_name, weights, input_shape, engines_dir, metric, split, limit, top, output, json_out, **given):
     """Rank layers by what leaving each one alone in float recovers (ties: by the metric with it alone in INT8)."""
     from harness.data.datasets import resolve_dataset
@@ -124,7 +125,7 @@ def sensitivity(model_name, weights, input_shape, engines_dir, metric, split, li
               help="Initial LR, cosine-annealed (default: 1 % of the base LR, 5e-4).")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--limit", type=click.IntRange(1), default=None, help="Train on at most this many samples an epoch.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Fine-tuned checkpoint.")
+@click.option("-o", "--output", type=FILE_OUT, required=True, help="Fine-tuned checkpoint.")
 @quantizer_option
 def qat(quant_file, epochs, lr, batch_size, limit, output, tool):
     """Quantization-aware fine-tuning from a calibrated checkpoint (scales frozen); top-1 before and after."""
@@ -159,7 +160,7 @@ def qat(quant_file, epochs, lr, batch_size, limit, output, tool):
 @click.command("inspect")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--strict", is_flag=True, help="Exit 1 if any hazard is found (for CI).")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Findings as JSON.")
+@click.option("--json", "json_out", type=FILE_OUT, default=None, help="Findings as JSON.")
 def inspect_cmd(model, strict, json_out):
     """TensorRT-readiness of a Q/DQ ONNX: quantized inputs, residual shortcuts, shared scales, hazards."""
     from harness.quantize.inspect_onnx import HAZARDS, inspect_file

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.models.registry import ModelSpec
 
 SPLITS = ("train", "calib", "val")
@@ -63,7 +63,8 @@ def _fit(images: torch.Tensor, spec: ModelSpec) -> np.ndarray:
         images = F.interpolate(images, size=(h, w), mode="bilinear", align_corners=False)
     if images.shape[1] != c:
         if images.shape[1] != 1:
-            raise HarnessError(f"dataset has {images.shape[1]} channels but model {spec.name} expects {c}")
+            raise HarnessError(f"the dataset's images have {images.shape[1]} channels but model {spec.name} takes {c}: "
+                               f"use {c}-channel images or a model whose --input-shape starts with {images.shape[1]}")
         images = images.expand(-1, c, -1, -1)
     mean = torch.tensor(_per_channel(spec.mean, c)).view(1, c, 1, 1)
     std = torch.tensor(_per_channel(spec.std, c)).view(1, c, 1, 1)
@@ -160,9 +161,19 @@ class ImageFolderDataset(Dataset):
             raise HarnessError(f"{self.name} has no {split!r} split: add a {split}/ folder")
         folder, idx = self.folders[split], self.indices[split]
         for a, b in _chunks(len(idx), batch_size, limit):
-            items = [folder[int(i)] for i in idx[a:b]]
+            items = [_load_image(folder, int(i)) for i in idx[a:b]]
             images = torch.stack([t for t, _ in items])
             yield _fit(images, self.spec), np.array([lbl for _, lbl in items], dtype=np.int64)
+
+
+def _load_image(folder, index: int):
+    """One (image, label) of an ImageFolder; an unreadable or truncated image is named in one line."""
+    try:
+        return folder[index]
+    except Exception as exc:  # PIL raises several types, and torchvision's transforms others
+        path = folder.samples[index][0]
+        raise HarnessError(f"{path}: unreadable image ({type(exc).__name__}: {first_line(exc)}); replace or remove "
+                           "it") from exc
 
 
 class SyntheticDataset(Dataset):

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -107,6 +107,9 @@ def _factory(name: str):
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise HarnessError(f"model {name!r}: cannot import {module_name} ({exc}); check PYTHONPATH") from exc
+    except Exception as exc:  # a SyntaxError or anything the module raises while it is imported
+        raise HarnessError(f"model {name!r}: importing {module_name} raised {type(exc).__name__}: "
+                           f"{first_line(exc)}; fix the module (harness --debug shows the traceback)") from exc
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise HarnessError(f"model {name!r}: {module_name} has no callable {attr!r}")
@@ -165,10 +168,44 @@ def load_model(spec: ModelSpec) -> torch.nn.Module:
         if spec.weights:
             _load_state(model, spec.weights)
     else:
-        with _seeded():
-            model = _factory(spec.name)()
+        factory = _factory(spec.name)
+        try:
+            with _seeded():
+                model = factory()
+        except Exception as exc:  # the user's code: a missing argument, or anything it raises
+            fix = ("it must build the model with no arguments (wrap it: def build(): return make(...))"
+                   if isinstance(exc, TypeError) and "argument" in str(exc) else
+                   "fix it (harness --debug shows the traceback)")
+            raise HarnessError(f"model {spec.name!r}: calling the factory raised {type(exc).__name__}: "
+                               f"{first_line(exc)}; {fix}") from exc
         if not isinstance(model, torch.nn.Module):
             raise HarnessError(f"model {spec.name!r}: the factory returned {type(model).__name__}, not a Module")
         if spec.weights:
             _load_state(model, spec.weights)
-    return model.eval()
+    model.eval()
+    _probe(model, spec)
+    return model
+
+
+_PROBED: set[str] = set()
+
+
+def _probe(model: torch.nn.Module, spec: ModelSpec) -> None:
+    """One forward on a zero input of the spec's shape (once per model request): a model that does not accept
+    that shape, or whose forward raises, stops here with one line instead of deep inside export or calibration."""
+    import json
+
+    import torch
+
+    key = json.dumps(spec.to_dict(), sort_keys=True, default=str)
+    if key in _PROBED:
+        return
+    shape = "x".join(map(str, spec.input_shape))
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *spec.input_shape))
+    except Exception as exc:  # whatever the model's forward raises
+        raise HarnessError(f"model {spec.name!r}: forward on a 1x{shape} input raised {type(exc).__name__}: "
+                           f"{first_line(exc)}; give the shape the model takes with --input-shape CxHxW, or fix "
+                           "its forward") from exc
+    _PROBED.add(key)

@@ -157,7 +157,14 @@ def load(path: Path) -> dict:
                            "write one with harness quantize") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise HarnessError(f"--quant {path}: not a harness quantization checkpoint; write one with harness quantize")
+    missing = [key for key in _REQUIRED if not isinstance(ckpt.get(key), _REQUIRED[key])]
+    if missing:
+        raise HarnessError(f"--quant {path}: the checkpoint lacks {', '.join(missing)} (damaged, or edited); write it "
+                           "again with harness quantize")
     return ckpt
+
+
+_REQUIRED = {"model": dict, "config": dict, "amax": dict, "skipped": list}
 
 
 def restore(ckpt: dict, log=None) -> QuantModel:

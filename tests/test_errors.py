@@ -1,0 +1,88 @@
+"""Every class of bad input the fault audit found reaching the catch-all ends in one line that names the file or
+option and the fix, with exit code 2 (no traceback, no 'rerun with --debug')."""
+
+import errno
+
+import pytest
+
+FACTORIES = {
+    "badimport": ("import nonexistent_pkg\ndef build(): pass\n", "cannot import badimport"),
+    "badsyntax": ("def build(:\n", "importing badsyntax raised SyntaxError"),
+    "raises": ("def build():\n    raise ValueError('nope')\n", "calling the factory raised ValueError: nope"),
+    "needsargs": ("def build(n):\n    pass\n", "must build the model with no arguments"),
+    "fwd": ("import torch\nclass M(torch.nn.Module):\n    def forward(self, x):\n        raise RuntimeError('broke')\n"
+            "def build():\n    return M()\n", "forward on a 1x3x8x8 input raised RuntimeError: broke"),
+    "chan": ("import torch\ndef build():\n    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3))\n",
+             "expected input[1, 3, 8, 8] to have 1 channels"),
+}
+
+
+def _one_line(result, message):
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and message in lines[0], result.output
+    assert "Traceback (most recent" not in result.output and "rerun with --debug" not in lines[0], result.output
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_a_broken_user_factory_is_one_line(run_cli, tmp_path, monkeypatch, name):
+    source, message = FACTORIES[name]
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _one_line(run_cli("export", "--model", f"{name}:build", "--input-shape", "3x8x8", "-o", "x.onnx"), message)
+
+
+def test_a_shape_the_model_does_not_take_is_one_line(run_cli):
+    _one_line(run_cli("export", "--model", "resnet18", "--input-shape", "1x32x32", "-o", "x.onnx"),
+              "give the shape the model takes with --input-shape")
+
+
+def test_a_corrupt_image_is_named(run_cli, tmp_path):
+    from PIL import Image
+
+    for split in ("calib", "val"):
+        for cls in ("a", "b"):
+            (tmp_path / "imgs" / split / cls).mkdir(parents=True)
+            for i in range(2):
+                Image.new("L", (8, 8), i * 40).save(tmp_path / "imgs" / split / cls / f"{i}.png")
+    bad = tmp_path / "imgs" / "calib" / "b" / "1.png"
+    bad.write_bytes(bad.read_bytes()[:20])  # truncated
+    _one_line(run_cli("quantize", "--dataset", f"imagefolder:{tmp_path / 'imgs'}", "--calib", "max",
+                      "--calib-batches", 1, "--calib-batch-size", 8, "-o", "q.pt"), f"{bad}: unreadable image")
+
+
+def test_a_damaged_checkpoint_is_one_line(run_cli, tmp_path):
+    import torch
+
+    assert run_cli("quantize", "--calib", "max", "--calib-batches", 1, "-o", "q.pt").exit_code == 0
+    ckpt = torch.load(tmp_path / "q.pt", weights_only=False)
+    del ckpt["amax"]
+    torch.save(ckpt, tmp_path / "damaged.pt")
+    _one_line(run_cli("export", "--precision", "int8", "--quant", tmp_path / "damaged.pt", "-o", "x.onnx"),
+              "the checkpoint lacks amax")
+
+
+def test_an_output_path_that_is_a_folder_is_one_line(run_cli, tmp_path):
+    (tmp_path / "out").mkdir()
+    _one_line(run_cli("export", "-o", tmp_path / "out"), "is a directory")
+
+
+def test_an_onnx_runtime_failure_is_one_line(digits_engine):
+    import numpy as np
+
+    from harness.backends.cpu import CpuRunner
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError) as caught:
+        CpuRunner(digits_engine.artifact).infer(np.zeros((1, 3, 5, 5), np.float32))
+    message = caught.value.message
+    assert "\n" not in message and message.startswith(f"ONNX Runtime cannot run {digits_engine.artifact} on a 1x3x5x5")
+
+
+def test_disk_full_names_the_file_and_the_fix(run_cli, monkeypatch, digits_engine):
+    def full(path, payload):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr("harness.commands.pipeline.write_json", full)
+    _one_line(run_cli("eval", digits_engine.artifact, "--limit", 8, "--json", "out.json"),
+              "out.json: No space left on device; free disk space there and run the command again")
