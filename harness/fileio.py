@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
+
+from harness.errors import HarnessError
 
 
 def atomic_write(path: Path, data: bytes | str | Callable[[Path], object]) -> Path:
@@ -23,3 +26,20 @@ def atomic_write(path: Path, data: bytes | str | Callable[[Path], object]) -> Pa
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def read_user_text(path: Path, what: str, fix: str) -> str:
+    """A text file the user names (`what`: the option or role, e.g. "--skip-from skip.txt"), read or refused in
+    one line: missing or unreadable, not a regular file (a FIFO nobody writes would hang), or not UTF-8."""
+    path = Path(path)
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise HarnessError(f"{what}: not a regular file; {fix}")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise HarnessError(f"{what}: cannot read it ({exc.strerror}); {fix}") from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HarnessError(f"{what}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); save it "
+                           f"as UTF-8") from exc

@@ -86,3 +86,14 @@ def test_disk_full_names_the_file_and_the_fix(run_cli, monkeypatch, digits_engin
     monkeypatch.setattr("harness.commands.pipeline.write_json", full)
     _one_line(run_cli("eval", digits_engine.artifact, "--limit", 8, "--json", "out.json"),
               "out.json: No space left on device; free disk space there and run the command again")
+
+
+@pytest.mark.parametrize("args, what", [
+    (("sweep", "{file}"), "{file}: not UTF-8 text (byte 0xff at offset 8)"),
+    (("quantize", "--skip-from", "{file}"), "--skip-from {file}: not UTF-8 text"),
+    (("inspect-engine", "--layer-info", "{file}"), "--layer-info {file}: not UTF-8 text"),
+])
+def test_a_file_that_is_not_utf8_is_one_line(run_cli, tmp_path, args, what):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(b"models: \xff\xfe\n")
+    _one_line(run_cli(*[a.format(file=path) for a in args]), what.format(file=path))

@@ -139,10 +139,7 @@ def parse_override(text: str) -> tuple[str, dict]:
 
 def read_skip_file(path) -> tuple[str, ...]:
     """A skip list as written by `harness sensitivity`: one pattern a line, '#' starts a comment."""
-    from pathlib import Path
+    from harness.fileio import read_user_text
 
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as exc:
-        raise HarnessError(f"--skip-from {path}: cannot read it ({exc.strerror}); write one layer a line") from exc
+    lines = read_user_text(path, f"--skip-from {path}", "write one layer pattern a line").splitlines()
     return tuple(p for p in (line.split("#", 1)[0].strip() for line in lines) if p)

@@ -12,6 +12,7 @@ from pathlib import Path
 from harness.backends.base import PRECISIONS, backend_names
 from harness.errors import HarnessError
 from harness.export.verify import LEVELS as VERIFY_LEVELS
+from harness.fileio import read_user_text
 from harness.models.registry import ModelSpec, model_names, resolve_model
 from harness.quantize.config import CALIBRATORS, MODELOPT_CALIBRATORS, MODES, TOOLS
 
@@ -179,10 +180,9 @@ def load_experiment(path: Path) -> Experiment:
     import yaml
 
     path = Path(path)
+    text = read_user_text(path, str(path), "give an experiment file (YAML; see experiments/README.md)")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise HarnessError(f"{path}: cannot read the experiment file ({exc.strerror})") from exc
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise HarnessError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
     r = _Reader(path)
