@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -11,7 +14,8 @@ def atomic_write(path: Path, data: bytes | str | Callable[[Path], object]) -> Pa
     """Write `data` (bytes, text, or a function that writes the temp path it is given), then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    # Host, process and thread in the temp name: writers on several nodes of a shared disk never share one.
+    tmp = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         if callable(data):
             data(tmp)
@@ -23,3 +27,20 @@ def atomic_write(path: Path, data: bytes | str | Callable[[Path], object]) -> Pa
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path`.lock while making `path`, so workers that want the same cache entry make it
+    once: the second waits, then finds it made. flock covers processes on one host and, through the NFS lock
+    manager, hosts sharing an NFS folder."""
+    import fcntl
+
+    lock = Path(f"{path}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
