@@ -31,7 +31,9 @@ def _run_unit(exp: Experiment, engines_dir: str, cells: list[Cell]) -> Iterator[
     tables (TensorRT) travel in the row, since the driver's disk may not be the worker's."""
     import ray
 
-    node = f"{socket.gethostname()} ({ray.util.get_node_ip_address()})"
+    gpus = ray.get_gpu_ids()
+    node = f"{socket.gethostname()} ({ray.util.get_node_ip_address()}{', GPU ' if gpus else ''}" \
+           f"{','.join(map(str, gpus))})"
     with tempfile.TemporaryDirectory(prefix="harness-ray-") as tmp:
         ws = Workspace(exp, Path(engines_dir), ResultStore(Path(tmp)), log=lambda _: None)
         for row in run_group(ws, cells):
