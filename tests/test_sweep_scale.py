@@ -1,5 +1,5 @@
-"""Sweeps beyond one process: a Ray executor on a local cluster with logical GPUs, a Slurm job array through
-submitit's local executor, and --shard auto from the scheduler's environment."""
+"""Sweeps beyond one process: a Ray executor on a local cluster with logical GPUs, and a Slurm job array through
+submitit's local executor."""
 
 import os
 import signal
@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 
 from harness.errors import HarnessError
-from harness.sweep import shard as sharding
 from harness.sweep.experiment import load_experiment
 from harness.sweep.matrix import expand
 from harness.sweep.runner import Workspace, run_sweep
@@ -165,17 +164,3 @@ def test_slurm_job_array_through_submitit_stores_every_row(tmp_path, engines_dir
     assert len(table) == 4 and sorted(table["status"]) == ["failed", "failed", "ok", "ok"]
     assert table["ran_on"].str.contains("slurm job").all()
     assert len(list((tmp_path / "logs").glob("*_log.out"))) == 2  # one array task per work group
-
-
-def test_shard_auto_reads_slurm_arrays_and_kubernetes_indexed_jobs():
-    assert sharding.resolve("auto", {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4",
-                                     "SLURM_ARRAY_TASK_MIN": "0"}) == (4, 4)
-    assert sharding.resolve("auto", {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "3",
-                                     "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_STEP": "2"}) == (3, 3)
-    assert sharding.resolve("auto", {"JOB_COMPLETION_INDEX": "0", "HARNESS_SHARD_COUNT": "2"}) == (1, 2)
-    with pytest.raises(HarnessError, match="HARNESS_SHARD_COUNT"):
-        sharding.resolve("auto", {"JOB_COMPLETION_INDEX": "0"})
-    with pytest.raises(HarnessError, match="found neither SLURM_ARRAY_TASK_ID .* nor JOB_COMPLETION_INDEX"):
-        sharding.resolve("auto", {})
-    with pytest.raises(HarnessError, match="outside 1..2"):
-        sharding.resolve("auto", {"JOB_COMPLETION_INDEX": "2", "HARNESS_SHARD_COUNT": "2"})
