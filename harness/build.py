@@ -12,7 +12,7 @@ from pathlib import Path
 from harness import __version__
 from harness.backends.base import BuildOptions, Runner, get_backend
 from harness.errors import HarnessError
-from harness.fileio import atomic_write
+from harness.fileio import atomic_write, locked
 from harness.models.registry import ModelSpec
 
 ENGINES_DIR = Path("engines")
@@ -119,9 +119,12 @@ def onnx_for(spec: ModelSpec, precision: str, engines_dir: Path, quant: dict | N
     out = onnx_cache_path(spec, precision, engines_dir, quant, verify)
     if out.is_file():
         return out
-    if log:
-        log(f"exporting {spec.name} ({precision}) to ONNX")
-    return export_variant(spec, precision, out, quant, log=log, verify=verify)
+    with locked(out):  # another worker may be exporting the same key: wait for it rather than race it
+        if out.is_file():
+            return out
+        if log:
+            log(f"exporting {spec.name} ({precision}) to ONNX")
+        return export_variant(spec, precision, out, quant, log=log, verify=verify)
 
 
 def export_check(onnx_path: Path) -> dict | None:
@@ -201,26 +204,30 @@ def build_artifact(
     meta = _cached(meta_path, artifact)
     if meta is not None:
         return meta, True
-    if log:
-        log(f"building {backend_name} artifact {artifact.name}")
-    start = time.perf_counter()
-    if build_from_spec:
-        atomic_write(artifact, lambda tmp: build_from_spec(spec, tmp, options))
-    else:
-        atomic_write(artifact, lambda tmp: backend.build(Path(onnx_path), tmp, options))
-    meta = EngineMeta(
-        key=key, backend=backend_name, precision=options.precision, model=spec.to_dict(),
-        input_name="input", input_shape=list(spec.input_shape),
-        batch=[options.batch_min, options.batch_opt, options.batch_max],
-        onnx_path=str(onnx_path), onnx_sha256=onnx_sha, artifact=str(artifact),
-        artifact_sha256=sha256_file(artifact), artifact_bytes=artifact.stat().st_size,
-        versions={**library_versions(), **backend.versions()}, device=backend.device(),
-        options=options.to_dict(), build_s=round(time.perf_counter() - start, 3),
-        created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"), quant=quant,
-        extra={"export_check": export_check(Path(onnx_path))},
-    )
-    meta.save(meta_path)
-    return meta, False
+    with locked(artifact):  # two workers building one key: the second waits and takes the first's
+        meta = _cached(meta_path, artifact)
+        if meta is not None:
+            return meta, True
+        if log:
+            log(f"building {backend_name} artifact {artifact.name}")
+        start = time.perf_counter()
+        if build_from_spec:
+            atomic_write(artifact, lambda tmp: build_from_spec(spec, tmp, options))
+        else:
+            atomic_write(artifact, lambda tmp: backend.build(Path(onnx_path), tmp, options))
+        meta = EngineMeta(
+            key=key, backend=backend_name, precision=options.precision, model=spec.to_dict(),
+            input_name="input", input_shape=list(spec.input_shape),
+            batch=[options.batch_min, options.batch_opt, options.batch_max],
+            onnx_path=str(onnx_path), onnx_sha256=onnx_sha, artifact=str(artifact),
+            artifact_sha256=sha256_file(artifact), artifact_bytes=artifact.stat().st_size,
+            versions={**library_versions(), **backend.versions()}, device=backend.device(),
+            options=options.to_dict(), build_s=round(time.perf_counter() - start, 3),
+            created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"), quant=quant,
+            extra={"export_check": export_check(Path(onnx_path))},
+        )
+        meta.save(meta_path)
+        return meta, False
 
 
 def sidecar_of(path: Path) -> Path:

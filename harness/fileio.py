@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -14,7 +17,8 @@ def atomic_write(path: Path, data: bytes | str | Callable[[Path], object]) -> Pa
     """Write `data` (bytes, text, or a function that writes the temp path it is given), then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    # Host, process and thread in the temp name: writers on several nodes of a shared disk never share one.
+    tmp = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         if callable(data):
             data(tmp)
@@ -43,3 +47,20 @@ def read_user_text(path: Path, what: str, fix: str) -> str:
     except UnicodeDecodeError as exc:
         raise HarnessError(f"{what}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); save it "
                            f"as UTF-8") from exc
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path`.lock while making `path`, so workers that want the same cache entry make it
+    once: the second waits, then finds it made. flock covers processes on one host and, through the NFS lock
+    manager, hosts sharing an NFS folder."""
+    import fcntl
+
+    lock = Path(f"{path}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

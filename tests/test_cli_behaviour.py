@@ -9,16 +9,15 @@ from harness.sweep.progress import Progress
 def test_eta_comes_from_finished_cells_of_the_same_kind():
     """A cell that calibrates and exports (first of its group) must not inflate the ETA of cheap neighbours."""
     lines = []
-    kinds = [("cpu", "int8", True), ("cpu", "int8", False), ("cpu", "int8", False), ("cpu", "int8", True),
-             ("cpu", "int8", False)]
-    progress = Progress(kinds, lines.append)
-    progress.finished("a", "ok", 30.0)  # unseen kind "not first": estimated from every cell so far
+    first, cheap = ("cpu", "int8", "selective", True), ("cpu", "int8", "selective", False)
+    progress = Progress([first, cheap, cheap, first, cheap], lines.append)
+    progress.finished("a", "ok", 30.0, first)  # kind "cheap" not seen yet: estimated from every cell so far
     assert progress.eta() == 30.0 * 4
-    progress.finished("b", "ok", 1.0)
+    progress.finished("b", "ok", 1.0, cheap)
     assert progress.eta() == 1.0 + 30.0 + 1.0
-    progress.finished("c", "ok", 1.0)
-    assert progress.eta() == 30.0 + 1.0
-    assert lines[-1].startswith("[3/5] ok") and "ETA 0:00:31" in lines[-1]
+    progress.finished("d", "ok", 20.0, first)  # out of order, as executors finish groups
+    assert progress.eta() == 2 * 1.0
+    assert lines[-1].startswith("[3/5] ok") and "ETA 0:00:02" in lines[-1]
 
 
 def _harness(*args, **kw):

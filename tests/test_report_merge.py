@@ -21,7 +21,7 @@ def test_two_shards_merged_equal_one_unsharded_run(run_cli, tiny_experiment, eng
     merged = run_cli("report", "shard1/tiny", "shard2/tiny", "-o", "merged")
     assert merged.exit_code == 0 and "merged 4 cells (2 ok, 2 failed) from 2 source(s)" in merged.output
     a, b = load_results([Path("merged")]), load_results([Path("full/tiny")])
-    shard_ids = [set(pd.read_csv(f"shard{k}/tiny/results.csv")["cell_id"]) for k in (1, 2)]
+    shard_ids = [set(pd.read_csv(f"shard{k}/tiny/shard-{k}-of-2/results.csv")["cell_id"]) for k in (1, 2)]
     assert not shard_ids[0] & shard_ids[1] and shard_ids[0] | shard_ids[1] == set(b["cell_id"])
     pd.testing.assert_frame_equal(a[SAME], b[SAME])
     assert pd.read_csv("merged/results.csv")["cell_id"].tolist() == b["cell_id"].tolist()

@@ -11,27 +11,37 @@ from harness.build import ENGINES_DIR
 
 @click.command()
 @click.argument("experiment_file", type=click.Path(path_type=Path))
-@click.option("--shard", default=None, metavar="K/N", help="Run only shard K of N (CI matrix runners).")
+@click.option("--shard", default=None, metavar="K/N|auto",
+              help="Run only shard K of N, into REPORTS_DIR/<name>/shard-K-of-N/; auto reads a Slurm job array "
+                   "or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX + HARNESS_SHARD_COUNT).")
+@click.option("--executor", type=click.Choice(["local", "ray", "slurm"]), default="local", show_default=True,
+              help="Where the work groups run: this process, Ray tasks, or a Slurm job array (submitit).")
+@click.option("--address", default=None, metavar="auto|ray://HOST:PORT",
+              help="The Ray cluster to join (default: start a local one on this machine).")
 @click.option("--dry-run", is_flag=True, help="List the cells and the caches they would hit; run nothing.")
 @click.option("--retry-failed", is_flag=True, help="Run cells again whose stored row is a failure.")
 @click.option("--reports-dir", type=click.Path(path_type=Path), default=Path("reports"), show_default=True,
               help="Results go to REPORTS_DIR/<experiment name>/.")
 @click.option("--engines-dir", type=click.Path(path_type=Path), default=ENGINES_DIR, show_default=True,
               help="Artifact cache shared with build-engine.")
-def sweep(experiment_file, shard, dry_run, retry_failed, reports_dir, engines_dir):
+def sweep(experiment_file, shard, executor, address, dry_run, retry_failed, reports_dir, engines_dir):
     """Run every cell of EXPERIMENT_FILE; a finished cell is stored at once, a failing one is stored as a row
     with its error, and a re-run (even after kill -9) skips what is finished."""
+    from harness.sweep import shard as sharding
+    from harness.sweep.executors import make_executor
     from harness.sweep.experiment import load_experiment
-    from harness.sweep.matrix import check_baseline, expand, parse_shard
+    from harness.sweep.matrix import check_baseline, expand
     from harness.sweep.matrix import shard as shard_cells
     from harness.sweep.store import ResultStore
 
+    run_on = make_executor(executor, address)
     exp = load_experiment(experiment_file)
     matrix = expand(exp)
     check_baseline(exp, matrix)
-    cells = shard_cells(matrix, *parse_shard(shard)) if shard else matrix
-    store = ResultStore(reports_dir / exp.name)
-    where = f" (shard {shard}: {len(cells)} of {len(matrix)})" if shard else ""
+    k, n = sharding.resolve(shard) if shard else (1, 1)
+    cells = shard_cells(matrix, k, n) if shard else matrix
+    store = ResultStore(reports_dir / exp.name / sharding.folder(k, n) if shard else reports_dir / exp.name)
+    where = f" (shard {k}/{n}: {len(cells)} of {len(matrix)})" if shard else ""
     click.echo(f"{exp.name}: {len(matrix)} cells{where} -> {store.root}", err=True)
     report = store.root / "report.html"
     if not dry_run and _all_finished(exp, cells, store, retry_failed) and store.report_is_current(report):
@@ -45,7 +55,7 @@ def sweep(experiment_file, shard, dry_run, retry_failed, reports_dir, engines_di
     if dry_run:
         _print_plan(ws, cells, retry_failed)
         return
-    result = run_sweep(ws, cells, matrix, retry_failed)
+    result = run_sweep(ws, cells, matrix, retry_failed, run_on)
     if result.table is None:
         click.echo("no finished cells to report")
         return

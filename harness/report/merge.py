@@ -64,20 +64,34 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def _read(path: Path) -> list[dict]:
-    """Rows of one source: a sweep folder (its per-cell files, else its table) or a table file."""
+    """Rows of one source: a sweep folder (its per-cell files, else its table; with the rows of the shard
+    folders `--shard` made in it) or a table file."""
     if path.is_dir():
-        cells = sorted((path / "cells").glob("*.json"))
-        if cells:
-            rows = [json.loads(p.read_text()) for p in cells]
-            for row in rows:
-                if row.get("layer_table"):
-                    row["layer_table"] = str((path / row["layer_table"]).resolve())
-            return rows
-        for name in ("results.parquet", "results.csv"):
-            if (path / name).is_file():
-                return _read(path / name)
-        raise HarnessError(f"{path}: no sweep results here (no cells/ or results.parquet); "
-                           "give a reports/<name>/ folder written by harness sweep")
+        shards = sorted(p for p in path.glob("shard-*-of-*") if (p / "cells").is_dir())
+        if shards:
+            own = _read_own(path) if (path / "cells").is_dir() else []
+            return own + [row for shard in shards for row in _read(shard)]
+        return _read_own(path)
+    return _read_table(path)
+
+
+def _read_own(path: Path) -> list[dict]:
+    """A sweep folder's own rows: its per-cell files, else its table."""
+    cells = sorted((path / "cells").glob("*.json"))
+    if cells:
+        rows = [json.loads(p.read_text()) for p in cells]
+        for row in rows:
+            if row.get("layer_table"):
+                row["layer_table"] = str((path / row["layer_table"]).resolve())
+        return rows
+    for name in ("results.parquet", "results.csv"):
+        if (path / name).is_file():
+            return _read_table(path / name)
+    raise HarnessError(f"{path}: no sweep results here (no cells/ or results.parquet); "
+                       "give a reports/<name>/ folder written by harness sweep")
+
+
+def _read_table(path: Path) -> list[dict]:
     if not path.is_file():
         raise HarnessError(f"{path}: no such file or folder; give sweep results (reports/<name>/)")
     try:

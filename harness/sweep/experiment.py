@@ -25,6 +25,10 @@ SECTIONS = {
     "timing": {"warmup_s": 0.2, "iterations": 50, "duration_s": 1.0, "repeats": 3},
     "evaluation": {"split": "val", "limit": None},
     "build": {"max_batch": None, "workspace_mb": 4096, "opt_level": 3, "verify": "strict"},
+    # Where the cells run when the sweep is given --executor ray|slurm; no part of a cell's id.
+    "executor": {"max_retries": 2, "accelerator_type": None, "partition": None, "account": None,
+                 "gpus_per_task": 1, "cpus_per_task": None, "time_limit_min": 60, "array_parallelism": None,
+                 "logs": None},
 }
 TOP_KEYS = ("name", "description", "models", "datasets", "backends", "precisions", "batch_sizes", *SECTIONS,
             "baseline", "include", "exclude")
@@ -49,6 +53,7 @@ class Experiment:
     baseline: dict
     include: list[dict] = field(default_factory=list)
     exclude: list[dict] = field(default_factory=list)
+    executor: dict = field(default_factory=lambda: dict(SECTIONS["executor"]))
 
     @property
     def models(self) -> list[str]:
@@ -176,6 +181,20 @@ def _cell_values(r: _Reader, key: str, cell_key: str, value, allowed: dict) -> l
     return r.values(value, key, allowed[cell_key])
 
 
+def _executor(r: _Reader, raw: dict) -> dict:
+    executor = _section(r, raw, "executor")
+    r.number(executor["max_retries"], "executor.max_retries", 0, integer=True)
+    r.number(executor["gpus_per_task"], "executor.gpus_per_task", 1, integer=True)
+    r.number(executor["time_limit_min"], "executor.time_limit_min", 1, integer=True)
+    for key in ("cpus_per_task", "array_parallelism"):
+        if executor[key] is not None:
+            r.number(executor[key], f"executor.{key}", 1, integer=True)
+    for key in ("accelerator_type", "partition", "account", "logs"):
+        if executor[key] is not None and (not isinstance(executor[key], str) or not executor[key]):
+            raise r.fail(f"executor.{key}", f"{executor[key]!r} must be a non-empty string")
+    return executor
+
+
 def load_experiment(path: Path) -> Experiment:
     import yaml
 
@@ -220,6 +239,7 @@ def load_experiment(path: Path) -> Experiment:
     r.values(build["verify"], "build.verify", VERIFY_LEVELS)
     if isinstance(build["verify"], list):
         raise r.fail("build.verify", f"takes one value: {', '.join(VERIFY_LEVELS)}")
+    executor = _executor(r, raw)
     include = _rules(r, raw, "include", allowed)
     exclude = _rules(r, raw, "exclude", allowed)
     batch_sizes = r.values(raw.get("batch_sizes", [1]), "batch_sizes", kind=int)
@@ -243,5 +263,5 @@ def load_experiment(path: Path) -> Experiment:
         backends=r.values(raw.get("backends", ["cpu"]), "backends", backend_names()),
         precisions=r.values(raw["precisions"], "precisions", PRECISIONS),
         batch_sizes=batch_sizes, quantization=quant, timing=timing, evaluation=evaluation, build=build,
-        baseline=baseline, include=include, exclude=exclude,
+        baseline=baseline, include=include, exclude=exclude, executor=executor,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Hashable
 
 
@@ -28,11 +29,11 @@ def _clock(seconds: float) -> str:
 class Progress:
     """The ETA sums, over the cells left, the mean time of the finished cells of the same kind (a cell that
     calibrates and exports costs far more than its neighbours that reuse the ONNX); a kind not seen yet is
-    estimated from all finished cells. Before the first cell finishes there is no estimate."""
+    estimated from all finished cells. Cells may finish in any order (executors run groups in parallel)."""
 
     def __init__(self, kinds: list[Hashable], echo: Callable[[str], None]):
-        self.kinds, self.echo = kinds, echo
-        self.total, self.done = len(kinds), 0
+        self.left = Counter(kinds)
+        self.echo, self.total, self.done = echo, len(kinds), 0
         self.times: dict[Hashable, list[float]] = {}
         self.started = time.perf_counter()
 
@@ -40,10 +41,11 @@ class Progress:
         every = [t for ts in self.times.values() for t in ts]
         mean = {k: sum(ts) / len(ts) for k, ts in self.times.items()}
         overall = sum(every) / len(every)
-        return sum(mean.get(kind, overall) for kind in self.kinds[self.done:])
+        return sum(n * mean.get(kind, overall) for kind, n in self.left.items())
 
-    def finished(self, label: str, status: str, seconds: float) -> None:
-        self.times.setdefault(self.kinds[self.done], []).append(seconds)
+    def finished(self, label: str, status: str, seconds: float, kind: Hashable) -> None:
+        self.times.setdefault(kind, []).append(seconds)
+        self.left[kind] -= 1
         self.done += 1
         elapsed = time.perf_counter() - self.started
         self.echo(f"[{self.done}/{self.total}] {status:<6} {label}  {seconds:.1f} s  "

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from harness.backends.base import BuildOptions, Timing, get_backend
 from harness.build import build_artifact, export_check, load_engine, onnx_cache_path, onnx_for
 from harness.data.datasets import SyntheticDataset, resolve_dataset
 from harness.errors import HarnessError, MissingDependency
+from harness.fileio import atomic_write
 from harness.measure.evaluate import evaluate, reference_outputs
 from harness.measure.latency import latency_stats
 from harness.sweep import environment
@@ -27,6 +28,8 @@ from harness.sweep.experiment import Experiment
 from harness.sweep.matrix import Cell, baseline_of, cell_id, quant_config, work_key
 from harness.sweep.progress import Progress, cell_kinds
 from harness.sweep.store import ResultStore
+
+CELL_FIELDS = [f.name for f in fields(Cell)]
 
 
 def one_line(exc: BaseException) -> str:
@@ -101,8 +104,8 @@ class Workspace:
             record, cached = expected.with_suffix(".sweep.json"), expected.is_file()
             start = time.perf_counter()
             path = onnx_for(spec, cell.precision, self.engines_dir, quant_dict, self.log, verify)
-            if not cached:
-                record.write_text(json.dumps({"prepare_s": round(time.perf_counter() - start, 3)}))
+            if not cached and not record.is_file():  # the first maker's figure, not a waiting worker's
+                atomic_write(record, json.dumps({"prepare_s": round(time.perf_counter() - start, 3)}))
             try:
                 return path, json.loads(record.read_text())["prepare_s"]
             except (OSError, ValueError, KeyError):
@@ -170,12 +173,23 @@ def _layers(ws: Workspace, runner, cid: str) -> dict:
     return {"layer_table": str(rel), "layers_total": len(table), **counts}
 
 
+def row_head(exp: Experiment, cell: Cell) -> dict:
+    """The columns every row of a cell has, whatever happened to it."""
+    return {"cell_id": cell_id(exp, cell), "baseline_id": cell_id(exp, baseline_of(exp, cell)),
+            "experiment": exp.name, **cell.settings(), "status": "ok", "error": None, "failed_stage": None,
+            "missing_extra": None}
+
+
+def lost_row(exp: Experiment, cell: Cell, stage: str, error: str) -> dict:
+    """The failed row of a cell whose worker never returned one (it died past its retries, or its job failed)."""
+    return {**row_head(exp, cell), "status": "failed", "error": error, "failed_stage": stage, "cell_s": None,
+            "finished_utc": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
+
+
 def run_cell(ws: Workspace, cell: Cell) -> dict:
     """Every stage of one cell; an exception becomes the row's status, error and failed stage."""
     exp, spec = ws.exp, ws.exp.specs[cell.model]
-    row = {"cell_id": cell_id(exp, cell), "baseline_id": cell_id(exp, baseline_of(exp, cell)),
-           "experiment": exp.name, **cell.settings(), "status": "ok", "error": None, "failed_stage": None,
-           "missing_extra": None}
+    row = row_head(exp, cell)
     start, stage, runner = time.perf_counter(), "backend", None
     try:
         backend = ws.backend(cell)
@@ -229,16 +243,38 @@ class SweepResult:
     table: Path | None
 
 
-def execution_order(cells: list[Cell]) -> list[Cell]:
-    """Cells that share calibration and export run back to back, in matrix order of their first member."""
+def work_groups(cells: list[Cell]) -> list[list[Cell]]:
+    """Cells that share calibration and export, in matrix order of their first member: the unit an executor
+    hands to one worker, so the shared work is done once."""
     groups: dict[tuple, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(work_key(cell), []).append(cell)
-    return [c for group in groups.values() for c in group]
+    return list(groups.values())
 
 
-def run_sweep(ws: Workspace, cells: list[Cell], matrix: list[Cell], retry_failed: bool = False) -> SweepResult:
-    """Run `cells` (this shard's), skipping the finished; the tables cover every finished cell of `matrix`."""
+def execution_order(cells: list[Cell]) -> list[Cell]:
+    """Cells that share calibration and export run back to back, in matrix order of their first member."""
+    return [c for group in work_groups(cells) for c in group]
+
+
+def run_group(ws: Workspace, cells: list[Cell]) -> Iterator[dict]:
+    """The rows of one work group's cells, each as soon as it finishes."""
+    for cell in cells:
+        yield run_cell(ws, cell)
+
+
+def run_local(ws: Workspace, groups: list[list[Cell]]) -> Iterator[dict]:
+    """The default executor: every group in this process, one after another."""
+    for group in groups:
+        yield from run_group(ws, group)
+
+
+def run_sweep(ws: Workspace, cells: list[Cell], matrix: list[Cell], retry_failed: bool = False,
+              executor: Callable[[Workspace, list[list[Cell]]], Iterator[dict]] = run_local) -> SweepResult:
+    """Run `cells` (this shard's), skipping the finished; the tables cover every finished cell of `matrix`.
+
+    `executor` turns work groups into rows, in any order; each row is stored the moment it arrives.
+    """
     exp = ws.exp
     order = [cell_id(exp, c) for c in matrix]
     rows = ws.store.rows()
@@ -248,14 +284,15 @@ def run_sweep(ws: Workspace, cells: list[Cell], matrix: list[Cell], retry_failed
     if skipped:
         ws.log(f"skipped {skipped} finished cell(s) already in {ws.store.cells}")
     table = ws.store.write_tables(order)
-    progress = Progress(cell_kinds(todo), ws.log)
+    kinds = dict(zip((cell_id(exp, c) for c in todo), cell_kinds(todo), strict=True))
+    progress = Progress(list(kinds.values()), ws.log)
     failed = 0
-    for cell in todo:
-        row = run_cell(ws, cell)
+    for row in executor(ws, work_groups(todo)):
         ws.store.write(row)
         table = ws.store.write_tables(order)
         failed += row["status"] != "ok"
-        progress.finished(cell.label(), row["status"], row["cell_s"])
+        progress.finished(Cell(**{k: row[k] for k in CELL_FIELDS}).label(), row["status"], row["cell_s"] or 0.0,
+                          kinds[row["cell_id"]])
         if row["error"]:
             ws.log(f"    {row['failed_stage']}: {row['error']}")
     return SweepResult(len(todo), failed, skipped, table)
