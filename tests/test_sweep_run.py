@@ -49,6 +49,8 @@ def test_sweep_writes_rows_tables_and_report_and_records_failures(run_cli, tiny_
     again = run_cli("sweep", tiny_experiment(), "--engines-dir", engines_dir)
     assert "all 4 cells finished; reports/tiny/report.html is up to date" in again.output
     assert again.exit_code == 1  # the stored failures still stand
+    lenient = run_cli("sweep", tiny_experiment(), "--engines-dir", engines_dir, "--no-fail-on-error")
+    assert lenient.exit_code == 0 and "2 of 4 cell(s) failed" in lenient.output
     assert row_files(root) == before
     retry = run_cli("sweep", tiny_experiment(), "--engines-dir", engines_dir, "--retry-failed")
     assert "ran 2 cells (2 failed), skipped 2 finished" in retry.output
