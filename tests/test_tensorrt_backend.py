@@ -47,7 +47,7 @@ def test_builder_sets_profile_workspace_level_verbosity_and_timing_cache(fake_gp
     assert ("set_shape", "input", (1, 1, 32, 32), (8, 1, 32, 32), (32, 1, 32, 32)) in gpu.calls
     assert ("set_memory_pool_limit", trt.MemoryPoolType.WORKSPACE, 512 << 20) in gpu.calls
     assert (tmp_path / "tensorrt-timing.cache").read_bytes().startswith(b"FAKETC")
-    plan = trt.Runtime(None).deserialize_cuda_engine((tmp_path / "a.engine").read_bytes()).plan
+    plan = trt.Runtime(None).deserialize_cuda_engine((tmp_path / "a.engine").read_bytes())._plan
     assert plan["strongly_typed"]
 
 

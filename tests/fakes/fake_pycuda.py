@@ -108,11 +108,11 @@ def make_driver(gpu: FakeGpu) -> types.ModuleType:
         def free(self):
             gpu.memory.pop(self.address, None)
 
-    class PagelockedArray(np.ndarray):
+    class _PagelockedArray(np.ndarray):
         pass
 
     def pagelocked_empty(shape, dtype, order="C", mem_flags=0):
-        return np.empty(shape, dtype, order).view(PagelockedArray)
+        return np.empty(shape, dtype, order).view(_PagelockedArray)
 
     def mem_alloc(nbytes):
         return DeviceAllocation(int(nbytes))
@@ -129,14 +129,14 @@ def make_driver(gpu: FakeGpu) -> types.ModuleType:
         gpu.log("memcpy_htod", int(dest))
 
     def memcpy_htod_async(dest, src, stream=None):
-        if not isinstance(src, PagelockedArray):
+        if not isinstance(src, _PagelockedArray):
             raise LogicError("memcpy_htod_async: src must be page-locked memory")
         raw = src.view(np.uint8).ravel()
         gpu.log("memcpy_htod_async", int(dest), _handle(stream))
         gpu.run(_handle(stream), lambda: _device(dest).__setitem__(slice(0, raw.size), raw), gpu.copy_ms)
 
     def memcpy_dtoh_async(dest, src, stream=None):
-        if not isinstance(dest, PagelockedArray):
+        if not isinstance(dest, _PagelockedArray):
             raise LogicError("memcpy_dtoh_async: dest must be page-locked memory")
         flat = dest.view(np.uint8).reshape(-1)
         gpu.log("memcpy_dtoh_async", int(src), _handle(stream))
