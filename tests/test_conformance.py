@@ -75,8 +75,6 @@ def test_a_made_up_name_in_harness_tensorrt_code_fails_with_name_and_version():
                                                                  if s.version.startswith("11.")]
 
 
-@pytest.mark.xfail(strict=True, reason="the runner calls Stream.begin_capture/end_capture and Graph.instantiate, "
-                   "which pycuda does not bind (its double did): fixed by the CUDA layer")
 @pytest.mark.parametrize("surface", PYCUDA, ids=lambda s: s.version)
 def test_pycuda_names_harness_uses_and_the_double_offers_are_bound(surface):
     _, driver = make_pycuda(FakeGpu())

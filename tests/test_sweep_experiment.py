@@ -39,6 +39,8 @@ def write(tmp_path, text: str) -> Path:
          ["datasets: 'mnist' is not allowed", "imagefolder:PATH"]),
         ("models: [digits-resnet]\nprecisions: [int8]\nquantization: {quantize_head: yes please}\n",
          ["quantization.quantize_head: 'yes please' must be true or false"]),
+        ("models: [digits-resnet]\nprecisions: [fp32]\ntiming: {cuda_binding: cupy}\n",
+         ["timing.cuda_binding: 'cupy'", "auto, cuda-python, pycuda, torch"]),
         ("precisions: [fp32]\n", ["models: is required"]),
         ("models: [digits-resnet\n", ["not valid YAML"]),
     ],

@@ -1,11 +1,13 @@
 """The TensorRT backend on CPU, through test doubles of tensorrt 10.x/11.x and pycuda (tests/fakes)."""
 
+import json
 import re
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import CUDA_BINDINGS
 from fakes.tiny_onnx import tiny_onnx
 
 from harness.backends.base import BuildOptions, Timing, get_backend
@@ -104,13 +106,31 @@ def test_without_a_gpu_the_errors_say_so(fake_gpu, tmp_path, onnx_file):
         backend.build(onnx_file, tmp_path / "a.engine", OPTIONS)
 
 
-def test_missing_pycuda_is_one_line_naming_the_extra(fake_gpu, monkeypatch, run_cli):
+@pytest.mark.parametrize("binding, hidden, line", [
+    ("pycuda", "pycuda", "pycuda is not installed: install it with pip install -e '.[pycuda]'"),
+    ("cuda-python", "cuda.bindings", "cuda-python is not installed: install it with pip install -e '.[gpu]'"),
+    ("auto", "tensorrt", "tensorrt is not installed: install it with pip install -e '.[gpu]'"),
+])
+def test_a_missing_provider_is_one_line_naming_its_extra(fake_gpu, monkeypatch, run_cli, binding, hidden, line):
     fake_gpu("10.9.0")
-    monkeypatch.setitem(sys.modules, "pycuda", None)
-    result = run_cli("build-engine", "--backend", "tensorrt")
+    monkeypatch.setitem(sys.modules, hidden, None)
+    result = run_cli("build-engine", "--backend", "tensorrt", "--cuda-binding", binding)
     assert result.exit_code == 2
-    assert result.output.strip().splitlines()[-1] == (
-        "Error: pycuda is not installed: install it with pip install -e '.[gpu]'")
+    assert result.output.strip().splitlines()[-1] == f"Error: {line}"
+
+
+def test_auto_takes_pycuda_then_cuda_python(fake_gpu):
+    from harness.cuda import resolve_binding
+
+    fake_gpu("10.9.0", binding="pycuda")
+    assert resolve_binding("auto") == "pycuda"
+    fake_gpu("10.9.0", binding="cuda-python")
+    assert resolve_binding("auto") == "cuda-python"
+
+
+def test_cuda_binding_is_refused_for_other_backends(run_cli, digits_engine):
+    result = run_cli("bench", digits_engine.artifact, "--cuda-binding", "torch", "--duration", 0)
+    assert result.exit_code == 2 and "--cuda-binding torch applies to tensorrt engines only" in result.output
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -154,11 +174,14 @@ def test_timing_cache_is_reused_and_a_foreign_one_replaced(fake_gpu, tmp_path, o
     assert (tmp_path / "engines" / "tensorrt-timing.cache").read_bytes() == b"FAKETC1"
 
 
+@pytest.mark.parametrize("binding", CUDA_BINDINGS)
 @pytest.mark.parametrize("version", VERSIONS)
-def test_runtime_binds_every_tensor_by_name_and_runs_on_its_own_stream(fake_gpu, tmp_path, onnx_file, version):
-    gpu, _ = fake_gpu(version)
+def test_runtime_binds_every_tensor_by_name_and_runs_on_its_own_stream(fake_gpu, tmp_path, onnx_file, version,
+                                                                        binding):
+    gpu, _ = fake_gpu(version, binding)
     meta, _ = build(tmp_path, onnx_file)
     _, runner = load_engine(meta.artifact)
+    assert runner.cuda_binding == binding
     x = np.random.default_rng(0).standard_normal((3, 1, 32, 32)).astype(np.float32)
     np.testing.assert_allclose(runner.infer(x), expected_logits(x), rtol=1e-5)
 
@@ -166,9 +189,9 @@ def test_runtime_binds_every_tensor_by_name_and_runs_on_its_own_stream(fake_gpu,
     assert ("set_input_shape", "input", (3, 1, 32, 32), True) in gpu.calls
     handles = {c[1] for c in gpu.calls if c[0] == "execute_async_v3"}
     assert handles == {runner.stream.handle} and 0 not in handles
-    assert {c[2] for c in gpu.calls if c[0].startswith("memcpy_") and c[0].endswith("_async")} == handles
+    assert {c[1] for c in gpu.calls if c[0] in ("htod", "dtoh")} == handles
     runner.close()
-    assert gpu.count("ctx.push") == gpu.count("ctx.pop") == 1
+    assert gpu.count("ctx.push") == gpu.count("ctx.pop") and (gpu.count("ctx.push") > 0) == (binding == "pycuda")
 
 
 def test_a_batch_outside_the_profile_and_a_foreign_engine_are_refused(fake_gpu, tmp_path, onnx_file):
@@ -182,10 +205,12 @@ def test_a_batch_outside_the_profile_and_a_foreign_engine_are_refused(fake_gpu, 
         get_backend("tensorrt").load(Path(meta.artifact), OPTIONS)
 
 
-@pytest.fixture
-def runner_for(fake_gpu, tmp_path, onnx_file):
+@pytest.fixture(params=CUDA_BINDINGS)
+def runner_for(fake_gpu, tmp_path, onnx_file, request):
+    """A loaded engine on each CUDA binding with a double: the timing code is written once for all of them."""
+
     def make(**kwargs):
-        gpu, _ = fake_gpu("10.9.0", **kwargs)
+        gpu, _ = fake_gpu("10.9.0", request.param, **kwargs)
         meta, _ = build(tmp_path, onnx_file)
         return gpu, load_engine(meta.artifact)[1]
 
@@ -213,7 +238,7 @@ def test_no_data_transfers_times_the_engine_alone(runner_for):
     t = runner.time(X, warmup_s=0.0, iterations=10, duration_s=0.0, no_data_transfers=True)
     assert "h2d_ms" not in t.components and "d2h_ms" not in t.components
     np.testing.assert_allclose(t.latency_ms, t.components["gpu_compute_ms"])
-    assert gpu.count("memcpy_htod_async") == 0 and gpu.count("memcpy_htod") == 1
+    assert gpu.count("htod") == 1 and gpu.count("dtoh") == 0  # the input, once
     assert "GPU compute only" in t.includes
 
 
@@ -234,7 +259,7 @@ def test_failed_capture_falls_back_to_plain_enqueue(runner_for):
     gpu, runner = runner_for()
     gpu.capture_fails = True
     t = runner.time(X, warmup_s=0.0, iterations=10, duration_s=0.0, cuda_graph=True)
-    assert "CUDA graph capture failed (cuStreamEndCapture failed" in t.includes
+    assert "CUDA graph capture failed (cudaStreamEndCapture failed: cudaErrorStreamCaptureInvalidated)" in t.includes
     assert gpu.count("graph.launch") == 0 and gpu.count("execute_async_v3") >= 11
     np.testing.assert_allclose(t.components["gpu_compute_ms"], 1.0)
 
@@ -275,8 +300,11 @@ def test_cli_build_bench_eval_on_tensorrt(fake_gpu, run_cli, digits_engine, engi
     engine = again.output.strip().split()[-1]
     assert again.output.startswith("cache hit") and engine.endswith(".engine")
 
-    bench = run_cli("bench", engine, "--warmup", 0, "--iterations", 20, "--duration", 0, "--cuda-graph")
+    bench = run_cli("bench", engine, "--warmup", 0, "--iterations", 20, "--duration", 0, "--cuda-graph",
+                    "--json", "bench.json")
     assert bench.exit_code == 0, bench.output
+    assert "(tensorrt, fp32, cuda-binding pycuda)" in bench.output.splitlines()[0]
+    assert json.loads(Path("bench.json").read_text())["cuda_binding"] == "pycuda"
     assert "latency = H2D + GPU compute + D2H" in bench.output and "gpu_compute_ms p50_ms" in bench.output
     assert "h2d_ms p99_ms" in bench.output and "CUDA graph launch" in bench.output and "> 2.5 %" in bench.output
     evaluated = run_cli("eval", engine, "--limit", 64)

@@ -11,6 +11,8 @@ from harness.backends.base import PRECISIONS
 from harness.build import build_artifact, check_input_shape, load_engine
 from harness.commands.common import (
     build_options,
+    check_cuda_binding,
+    cuda_binding_option,
     make_build_options,
     model_options,
     print_table,
@@ -77,15 +79,31 @@ def export(model_name, weights, input_shape, precision, quant_file, verify_level
               help="Quantization checkpoint from harness quantize (int8, int8-fp16).")
 @quant_options
 @verify_option
+@cuda_binding_option
 def build_engine_cmd(model_name, weights, input_shape, precision, backend, min_batch, opt_batch, max_batch,
-                     workspace_mb, opt_level, engines_dir, quant_file, verify_level, **given):
+                     workspace_mb, opt_level, engines_dir, quant_file, verify_level, cuda_binding, **given):
     """Build (or reuse from the cache) a backend artifact with a JSON sidecar under engines/."""
+    check_cuda_binding(backend, cuda_binding)
     quant = quant_request(precision, quant_file, **given)
     spec = _spec_for(model_name, weights, input_shape, quant)
     options = make_build_options(precision, min_batch, opt_batch, max_batch, workspace_mb, opt_level)
     meta, hit = build_artifact(spec, backend, options, engines_dir, quant=quant,
-                               log=lambda m: click.echo(m, err=True), verify=verify_level)
+                               log=lambda m: click.echo(m, err=True), verify=verify_level,
+                               cuda_binding=cuda_binding)
     click.echo(f"{'cache hit' if hit else f'built in {meta.build_s:.2f} s'}: {meta.artifact}")
+
+
+def _load(engine: Path, cuda_binding: str):
+    """load_engine, refusing a --cuda-binding for an engine that runs without the CUDA layer."""
+    meta, runner = load_engine(engine, cuda_binding)
+    check_cuda_binding(meta.backend, cuda_binding)
+    return meta, runner
+
+
+def _ran_on(meta, runner) -> str:
+    """backend, precision and, for TensorRT, the CUDA binding that ran: the title line of bench and eval."""
+    binding = getattr(runner, "cuda_binding", None)
+    return ", ".join([meta.backend, meta.precision] + ([f"cuda-binding {binding}"] if binding else []))
 
 
 def _runner_opts(backend: str, cuda_graph: bool, no_data_transfers: bool, spin_wait: bool) -> dict:
@@ -112,10 +130,11 @@ def _runner_opts(backend: str, cuda_graph: bool, no_data_transfers: bool, spin_w
 @click.option("--spin-wait", is_flag=True, help="TensorRT: spin on events instead of blocking.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="Where to write the results (default: reports/bench/<engine>.json).")
+@cuda_binding_option
 def bench(engine, batch, shape, warmup, iterations, duration, cv_warn, cuda_graph, no_data_transfers,
-          spin_wait, json_out):
+          spin_wait, json_out, cuda_binding):
     """Time an engine: warm-up, then at least --iterations and --duration; percentiles, throughput, CV."""
-    meta, runner = load_engine(engine)
+    meta, runner = _load(engine, cuda_binding)
     opts = _runner_opts(meta.backend, cuda_graph, no_data_transfers, spin_wait)
     dims = parse_shape(shape, "--shape") if shape else (batch or meta.batch[1], *meta.input_shape)
     check_input_shape(meta, dims, "--shape" if shape else "--batch")
@@ -124,12 +143,12 @@ def bench(engine, batch, shape, warmup, iterations, duration, cv_warn, cuda_grap
     rows = [(k, v) for k, v in stats.to_dict().items() if k not in ("components", "includes")]
     for part, s in stats.components.items():
         rows += [(f"{part} p50_ms", s["p50_ms"]), (f"{part} p99_ms", s["p99_ms"])]
-    print_table(rows, f"{Path(meta.artifact).name} ({meta.backend}, {meta.precision}): {stats.includes}")
+    print_table(rows, f"{Path(meta.artifact).name} ({_ran_on(meta, runner)}): {stats.includes}")
     for warning in stats.warnings(cv_warn if cv_warn is not None else getattr(runner, "cv_warn", CV_WARN)):
         click.echo(f"warning: {warning}", err=True)
     out = json_out or Path("reports") / "bench" / f"{Path(meta.artifact).stem}.json"
     write_json(out, {"engine": meta.artifact, "backend": meta.backend, "precision": meta.precision,
-                     "shape": list(dims), **stats.to_dict()})
+                     "cuda_binding": getattr(runner, "cuda_binding", None), "shape": list(dims), **stats.to_dict()})
     click.echo(f"wrote {out}")
 
 
@@ -152,14 +171,15 @@ def _cpu_engine_of_checkpoint(path: Path) -> Path:
 @click.option("--limit", type=click.IntRange(1), default=None, help="Evaluate at most this many samples.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="Where to write the results (default: reports/eval/<engine>.json).")
-def eval_cmd(engine, dataset, split, batch, limit, json_out):
+@cuda_binding_option
+def eval_cmd(engine, dataset, split, batch, limit, json_out, cuda_binding):
     """Top-1/top-5 on a dataset, and agreement with the FP32 PyTorch reference (top-1, max error, SQNR).
 
     ENGINE may also be a checkpoint from harness quantize: its int8 ONNX is built (cached) for the cpu backend.
     """
     if Path(engine).suffix == ".pt":
         engine = _cpu_engine_of_checkpoint(Path(engine))
-    meta, runner = load_engine(engine)
+    meta, runner = _load(engine, cuda_binding)
     data = resolve_dataset(dataset, meta.spec)
     size = batch or meta.batch[2]
     check_input_shape(meta, (size, *meta.input_shape), "--batch")
@@ -168,12 +188,13 @@ def eval_cmd(engine, dataset, split, batch, limit, json_out):
             ("fp32 torch top1 %", result.reference_top1), ("top1 change vs fp32 (points)", result.top1_delta),
             ("top1 agreement with fp32 torch %", result.top1_agreement),
             ("max abs error vs fp32 torch", result.max_abs_error), ("SQNR vs fp32 torch dB", result.sqnr_db)]
-    print_table(rows, f"{Path(meta.artifact).name} on {dataset}/{split}"
+    print_table(rows, f"{Path(meta.artifact).name} ({_ran_on(meta, runner)}) on {dataset}/{split}"
                 + ("" if data.has_labels else " (no labels: accuracy not applicable)"))
     if result.reference_degenerate:
         click.echo(f"warning: the FP32 reference's outputs are degenerate ({result.reference_degenerate}): agreement, "
                    "max abs error and SQNR are not scored; load trained weights with --weights", err=True)
     out = json_out or Path("reports") / "eval" / f"{Path(meta.artifact).stem}.json"
     write_json(out, {"engine": meta.artifact, "precision": meta.precision, "quant": meta.quant, "dataset": dataset,
+                     "cuda_binding": getattr(runner, "cuda_binding", None),
                      "split": split, **result.to_dict()})
     click.echo(f"wrote {out}")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.backends.base import BuildOptions, Timing, get_backend
-from harness.build import build_artifact, export_check, load_engine, onnx_cache_path, onnx_for
+from harness.backends.base import BuildOptions, Timing
+from harness.build import backend_for, build_artifact, export_check, load_engine, onnx_cache_path, onnx_for
 from harness.data.datasets import SyntheticDataset, resolve_dataset
 from harness.errors import HarnessError
 from harness.measure.evaluate import evaluate, reference_outputs
@@ -62,7 +62,8 @@ class Workspace:
     def backend(self, cell: Cell):
         """The cell's backend, or its failure before any export work: not installed here, or not offering the
         cell's precision."""
-        backend = self.once(("backend", cell.backend), lambda: get_backend(cell.backend))
+        backend = self.once(("backend", cell.backend),
+                            lambda: backend_for(cell.backend, self.exp.timing["cuda_binding"]))
         if cell.precision not in backend.precisions:
             raise HarnessError(f"backend {cell.backend} does not run {cell.precision}: it offers "
                                f"{', '.join(backend.precisions)}")
@@ -188,11 +189,13 @@ def run_cell(ws: Workspace, cell: Cell) -> dict:
         stage = "build"
         quant = quant_config(exp, cell)
         meta, hit = build_artifact(spec, cell.backend, build_options(exp, cell), ws.engines_dir,
-                                   quant.to_dict() if quant else None, onnx, ws.log, exp.build["verify"])
+                                   quant.to_dict() if quant else None, onnx, ws.log, exp.build["verify"],
+                                   exp.timing["cuda_binding"])
         row.update(engine=meta.artifact, engine_size_mb=meta.artifact_bytes / 1e6, build_s=meta.build_s,
                    engine_cache_hit=hit)
         stage = "load"
-        meta, runner = load_engine(Path(meta.artifact))
+        meta, runner = load_engine(Path(meta.artifact), exp.timing["cuda_binding"])
+        row["cuda_binding"] = getattr(runner, "cuda_binding", None)
         stage = "time"
         row.update(time_cell(runner, spec, cell.batch, exp.timing))
         stage = "evaluate"

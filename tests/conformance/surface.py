@@ -3,7 +3,8 @@
 The names harness uses are read from its source with `ast`, not listed by hand: starting from the variables
 that hold a binding module (`trt`, `self.trt`, ...), every value reached from one of them (attribute, call,
 subscript, `getattr(x, "NAME")`, a local function's return, a parameter it is passed to) is followed, and every
-attribute read or written on such a value is a name the bindings must have. A class deriving from a binding
+attribute read or written on such a value is a name the bindings must have, except the methods of Python's
+built-in types (a binding's bytes or tuple results have those). A class deriving from a binding
 class (`class T(trt.IProfiler)`) uses the names of the methods it overrides.
 """
 
@@ -18,6 +19,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 HARNESS = HERE.parents[1] / "harness"
+# Calls into a binding also return plain Python values (bytes names, tuples of results): their methods are not
+# binding names.
+BUILTIN_ATTRS = frozenset().union(*(dir(t) for t in (str, bytes, int, float, tuple, list, dict)))
 
 
 @dataclass(frozen=True)
@@ -166,7 +170,8 @@ class _Uses:
         self.propagate()
         used: dict[str, int] = {}
         for node in ast.walk(self.tree):
-            if isinstance(node, ast.Attribute) and _key(node) not in self.tainted and self.base(node.value):
+            if (isinstance(node, ast.Attribute) and _key(node) not in self.tainted and self.base(node.value)
+                    and node.attr not in BUILTIN_ATTRS):
                 used.setdefault(node.attr, node.lineno)
             elif (isinstance(node, ast.Call) and _key(node.func) in ("getattr", "hasattr", "setattr")
                   and len(node.args) >= 2 and self.base(node.args[0]) and isinstance(node.args[1], ast.Constant)):

@@ -1,4 +1,4 @@
-"""Run a TensorRT engine with pycuda: page-locked host buffers, device buffers, one non-default stream.
+"""Run a TensorRT engine through harness.cuda: page-locked host buffers, device buffers, one non-default stream.
 
 I/O is by tensor name (num_io_tensors / get_tensor_name / get_tensor_mode, set_input_shape,
 set_tensor_address) and execution is execute_async_v3 on the runner's own stream, the TensorRT 10/11 API.
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.backends.base import Runner, Timing
-from harness.backends.tensorrt import cuda_device, gpu_modules
 from harness.backends.tensorrt.timing import Query, trtexec_timing
+from harness.cuda import Cuda, DeviceBuffer
 from harness.errors import HarnessError
 
 
@@ -24,22 +24,23 @@ class Buffers:
 
     shape: tuple[int, ...]
     host: dict[str, np.ndarray]
-    device: dict[str, object]
+    device: dict[str, DeviceBuffer]
 
 
 class TensorRTRunner(Runner):
     cv_warn = 0.025  # trtexec warns above 2.5 %: GPU timings are steadier than host ones
 
-    def __init__(self, artifact: Path):
-        self.trt, self.cuda = gpu_modules()
-        # TensorRT uses the runtime API, which works in the device's primary context: share it.
-        self.ctx = cuda_device(self.cuda).retain_primary_context()
-        self.ctx.push()
+    def __init__(self, artifact: Path, trt, cuda: Cuda):
+        self.trt, self.cuda = trt, cuda
         try:
             self._open(artifact)
         except BaseException:
             self.close()
             raise
+
+    @property
+    def cuda_binding(self) -> str:
+        return self.cuda.name
 
     def _open(self, artifact: Path) -> None:
         trt = self.trt
@@ -57,7 +58,7 @@ class TensorRTRunner(Runner):
             raise HarnessError(f"engine {artifact}: expected one input and at least one output, found inputs "
                                f"{self.inputs} and outputs {self.outputs}")
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
-        self.stream = self.cuda.Stream()
+        self.stream = self.cuda.stream()
         self.buffers: Buffers | None = None
 
     @property
@@ -75,9 +76,9 @@ class TensorRTRunner(Runner):
         host, device = {}, {}
         for name in (*self.inputs, *self.outputs):
             dims = tuple(self.context.get_tensor_shape(name))
-            host[name] = self.cuda.pagelocked_empty(dims, self.dtypes[name])
-            device[name] = self.cuda.mem_alloc(max(host[name].nbytes, 1))
-            self.context.set_tensor_address(name, int(device[name]))
+            host[name] = self.cuda.host_empty(dims, self.dtypes[name])
+            device[name] = self.cuda.device_empty(host[name].nbytes)
+            self.context.set_tensor_address(name, device[name].ptr)
         self.buffers = Buffers(shape, host, device)
         return self.buffers
 
@@ -87,11 +88,11 @@ class TensorRTRunner(Runner):
         cuda, stream = self.cuda, self.stream
 
         def h2d():
-            cuda.memcpy_htod_async(buf.device[self.input_name], buf.host[self.input_name], stream)
+            cuda.h2d_async(buf.device[self.input_name], buf.host[self.input_name], stream)
 
         def d2h():
             for name in self.outputs:
-                cuda.memcpy_dtoh_async(buf.host[name], buf.device[name], stream)
+                cuda.d2h_async(buf.host[name], buf.device[name], stream)
 
         def enqueue():
             if not self.context.execute_async_v3(stream.handle):
@@ -120,19 +121,18 @@ class TensorRTRunner(Runner):
                 enqueue()
             finally:
                 graph = self.stream.end_capture()
-            instance = graph.instantiate()
-            instance.launch(self.stream)  # one trial replay, so a failure shows here and not mid-measurement
+            graph.launch(self.stream)  # one trial replay, so a failure shows here and not mid-measurement
             self.stream.synchronize()
-        except Exception as exc:  # the driver, TensorRT or pycuda may refuse; the fallback is reported, not hidden
+        except Exception as exc:  # the driver, TensorRT or the binding may refuse; the fallback is reported
             self.stream.synchronize()
             return enqueue, (str(exc).splitlines() or [type(exc).__name__])[0]
-        return (lambda: instance.launch(self.stream)), "captured"
+        return (lambda: graph.launch(self.stream)), "captured"
 
     def time(self, x: np.ndarray, warmup_s: float, iterations: int, duration_s: float, cuda_graph: bool = False,
              no_data_transfers: bool = False, spin_wait: bool = False, **opts) -> Timing:
         q = self._query(x, transfers=not no_data_transfers)
         if no_data_transfers:  # the input is copied once, then stays on the GPU
-            self.cuda.memcpy_htod(self.buffers.device[self.input_name], self.buffers.host[self.input_name])
+            self.cuda.h2d(self.buffers.device[self.input_name], self.buffers.host[self.input_name], self.stream)
         graph = ""
         if cuda_graph:
             q.enqueue, graph = self._graph(q.enqueue)
@@ -146,11 +146,11 @@ class TensorRTRunner(Runner):
         return json.loads(inspector.get_engine_information(self.trt.LayerInformationFormat.JSON))
 
     def close(self) -> None:
-        if getattr(self, "ctx", None) is None:
+        """Drop TensorRT's objects before the CUDA layer lets go of its context."""
+        if getattr(self, "cuda", None) is None:
             return
         self.buffers = None
         for name in ("context", "engine", "runtime", "stream"):
             self.__dict__.pop(name, None)
-        self.ctx.pop()
-        self.ctx.detach()
-        self.ctx = None
+        self.cuda.close()
+        self.cuda = None

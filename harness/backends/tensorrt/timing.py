@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.backends.base import Timing
+from harness.cuda import Cuda
 
 
 @dataclass
@@ -45,11 +46,10 @@ def describe(transfers: bool, graph: str, spin_wait: bool) -> str:
     return "; ".join(parts)
 
 
-def time_queries(cuda, query: Query, warmup_s: float, iterations: int, duration_s: float,
+def time_queries(cuda: Cuda, query: Query, warmup_s: float, iterations: int, duration_s: float,
                  spin_wait: bool = False) -> tuple[dict[str, np.ndarray], float]:
     """Per-query component times (ms) of the timed part and its host wall time (s)."""
-    flags = cuda.event_flags.DEFAULT if spin_wait else cuda.event_flags.BLOCKING_SYNC
-    start, before, after, end = (cuda.Event(flags) for _ in range(4))
+    start, before, after, end = (cuda.event(blocking=not spin_wait) for _ in range(4))
     clock = time.perf_counter
 
     def wait():
@@ -74,7 +74,7 @@ def time_queries(cuda, query: Query, warmup_s: float, iterations: int, duration_
         end.record(query.stream)
         wait()
         t1 = clock()
-        return (start.time_till(before), before.time_till(after), after.time_till(end),
+        return (start.elapsed_ms(before), before.elapsed_ms(after), after.elapsed_ms(end),
                 (e1 - e0) * 1e3, (t1 - t0) * 1e3)
 
     stop = clock() + warmup_s
@@ -96,7 +96,7 @@ def time_queries(cuda, query: Query, warmup_s: float, iterations: int, duration_
     return parts, wall
 
 
-def trtexec_timing(cuda, query: Query, warmup_s: float, iterations: int, duration_s: float,
+def trtexec_timing(cuda: Cuda, query: Query, warmup_s: float, iterations: int, duration_s: float,
                    graph: str = "", spin_wait: bool = False) -> Timing:
     parts, wall = time_queries(cuda, query, warmup_s, iterations, duration_s, spin_wait)
     latency = parts["gpu_compute_ms"] + parts.get("h2d_ms", 0.0) + parts.get("d2h_ms", 0.0)
