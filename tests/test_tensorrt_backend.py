@@ -128,9 +128,11 @@ def test_auto_takes_pycuda_then_cuda_python(fake_gpu):
     assert resolve_binding("auto") == "cuda-python"
 
 
-def test_cuda_binding_is_refused_for_other_backends(run_cli, digits_engine):
+def test_cuda_binding_and_trtexec_flags_are_refused_for_other_backends(run_cli, digits_engine):
     result = run_cli("bench", digits_engine.artifact, "--cuda-binding", "torch", "--duration", 0)
     assert result.exit_code == 2 and "--cuda-binding torch applies to tensorrt engines only" in result.output
+    result = run_cli("bench", digits_engine.artifact, "--no-cuda-graph", "--streams", 2, "--duration", 0)
+    assert result.exit_code == 2 and "--no-cuda-graph, --streams apply to tensorrt engines only" in result.output
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -289,6 +291,74 @@ def test_trtexec_cv_threshold_and_warnings(runner_for):
     assert any("--cuda-graph" in w for w in latency_stats(enqueue_bound).warnings())
     transfer_bound = Timing(steady, 1.0, 1, "", {"gpu_compute_ms": steady, "h2d_ms": steady * 2})
     assert any("--no-data-transfers" in w for w in latency_stats(transfer_bound).warnings())
+
+
+def test_warnings_name_the_flags_of_the_convention_that_ran():
+    steady, wobbly = np.full(10, 1.0), np.tile([1.0, 1.1], 5)
+    components = {"gpu_compute_ms": wobbly, "enqueue_ms": steady * 0.9, "h2d_ms": steady * 2}
+    v10 = latency_stats(Timing(steady, 1.0, 1, "", components, convention="trtexec 10")).warnings(0.025)
+    v11 = latency_stats(Timing(steady, 1.0, 1, "", components, convention="trtexec 11", streams=2)).warnings(0.025)
+    assert any("GPU compute time is unstable" in w and "lock the GPU clocks" in w and "--spin-wait" in w for w in v10)
+    assert any("try --cuda-graph" in w for w in v10) and any("--no-data-transfers times" in w for w in v10)
+    assert any("drop --no-cuda-graph" in w for w in v11) and any("drop --include-data-transfers" in w for w in v11)
+    assert any("2 streams" in w and "latencies are not reliable" in w for w in v11)
+    assert not any("streams" in w for w in v10)
+
+
+def test_tensorrt_11_times_as_trtexec_11_by_default(fake_gpu, tmp_path, onnx_file):
+    gpu, _ = fake_gpu("11.0.0")
+    meta, _ = build(tmp_path, onnx_file)
+    _, runner = load_engine(meta.artifact)
+    t = runner.time(X, warmup_s=0.0, iterations=10, duration_s=0.0)
+    assert t.convention == "trtexec 11" and t.includes.startswith("trtexec 11 convention")
+    assert "h2d_ms" not in t.components and "CUDA graph launch" in t.includes and "spin wait" in t.includes
+    assert gpu.count("graph.launch") >= 10 and {c[1] for c in gpu.calls if c[0] == "Event"} == {0}
+    opted_out = runner.time(X, 0.0, 10, 0.0, cuda_graph=False, no_data_transfers=False, spin_wait=False)
+    assert "h2d_ms" in opted_out.components and "execute_async_v3" in opted_out.includes
+    assert "blocking-sync events" in opted_out.includes
+
+
+def test_one_query_is_in_flight_ahead_of_the_one_waited_on(runner_for):
+    gpu, runner = runner_for()
+    runner.time(X, warmup_s=0.0, iterations=20, duration_s=0.0)
+    names = [c[0] for c in gpu.calls if c[0] in ("execute_async_v3", "event.synchronize")]
+    ahead = sum(names[:i].count("execute_async_v3") >= names[:i].count("event.synchronize") + 2
+                for i, n in enumerate(names) if n == "event.synchronize")
+    assert ahead >= 19  # every wait but the last of each phase has the next query already enqueued
+
+
+def test_streams_run_one_context_per_stream(runner_for):
+    gpu, runner = runner_for()
+    t = runner.time(X, warmup_s=0.0, iterations=20, duration_s=0.0, streams=3)
+    handles = [c[1] for c in gpu.calls if c[0] == "execute_async_v3"]
+    assert len(set(handles)) == 3 and t.streams == 3 and "3 streams, one execution context each" in t.includes
+    assert max(handles.count(h) for h in set(handles)) - min(handles.count(h) for h in set(handles)) <= 1
+    np.testing.assert_allclose(t.components["gpu_compute_ms"], 1.0)
+    assert len(runner.lanes) == 3 and len({id(lane.context) for lane in runner.lanes}) == 3
+
+
+def test_bench_follows_the_installed_tensorrt(fake_gpu, run_cli, tmp_path, onnx_file):
+    fake_gpu("11.0.0")
+    engine = build(tmp_path, onnx_file)[0].artifact
+    quick = ["--warmup", 0, "--iterations", 10, "--duration", 0]
+    v11 = run_cli("bench", engine, *quick)
+    assert v11.exit_code == 0 and v11.output.splitlines()[0].endswith(
+        "trtexec 11 convention; latency = GPU compute only (no data transfers: input and output stay on the GPU); "
+        "gpu_compute = the engine's enqueued work (CUDA events, non-default stream); enqueue = host time of CUDA "
+        "graph launch; host = host wall time per query including synchronization; throughput = samples / host "
+        "wall time, one query in flight ahead; events polled (spin wait)")
+    out = run_cli("bench", engine, *quick, "--no-cuda-graph", "--include-data-transfers", "--no-spin-wait",
+                  "--cuda-graph", "--streams", 2)
+    assert out.exit_code != 0 and "--cuda-graph and --no-cuda-graph contradict each other" in out.output
+    out = run_cli("bench", engine, *quick, "--include-data-transfers", "--spin-wait", "--streams", 2)
+    assert out.exit_code == 0, out.output
+    assert "h2d_ms p50_ms" in out.output and "2 streams" in out.output
+    assert "note: --spin-wait is the default with TensorRT 11" in out.output
+    assert "latencies are not reliable" in out.output
+    fake_gpu("10.9.0")
+    engine = build(tmp_path, onnx_file)[0].artifact
+    v10 = run_cli("bench", engine, *quick)
+    assert "trtexec 10 convention; latency = H2D + GPU compute + D2H" in v10.output.splitlines()[0]
 
 
 def test_cli_build_bench_eval_on_tensorrt(fake_gpu, run_cli, digits_engine, engines_dir):

@@ -106,11 +106,22 @@ def _ran_on(meta, runner) -> str:
     return ", ".join([meta.backend, meta.precision] + ([f"cuda-binding {binding}"] if binding else []))
 
 
-def _runner_opts(backend: str, cuda_graph: bool, no_data_transfers: bool, spin_wait: bool) -> dict:
-    opts = {"cuda_graph": cuda_graph, "no_data_transfers": no_data_transfers, "spin_wait": spin_wait}
-    if backend != "tensorrt" and any(opts.values()):
-        raise HarnessError("--cuda-graph, --no-data-transfers and --spin-wait apply to tensorrt engines only")
-    return opts
+def _runner_opts(meta, runner, opt_in: dict[str, bool], opt_out: dict[str, bool], streams: int) -> dict:
+    """TensorRT: the installed version's trtexec defaults changed by the flags given (notes printed)."""
+    given = [f for f, on in {**{f"--{k.replace('_', '-')}": v for k, v in opt_in.items()},
+                             "--no-cuda-graph": opt_out["cuda_graph"], "--no-spin-wait": opt_out["spin_wait"],
+                             "--include-data-transfers": opt_out["no_data_transfers"]}.items() if on]
+    if meta.backend != "tensorrt":
+        if given or streams > 1:
+            raise HarnessError(f"{', '.join(given + (['--streams'] if streams > 1 else []))} apply to tensorrt "
+                               "engines only")
+        return {}
+    from harness.backends.tensorrt.timing import resolve
+
+    settings, notes = resolve(runner.convention, opt_in, opt_out)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    return {**settings, "streams": streams}
 
 
 @click.command()
@@ -125,17 +136,31 @@ def _runner_opts(backend: str, cuda_graph: bool, no_data_transfers: bool, spin_w
 @click.option("--cv-warn", type=click.FloatRange(0), default=None,
               help=f"Warn when the latency coefficient of variation exceeds this (default {CV_WARN:g}; "
                    "tensorrt engines 0.025, as trtexec).")
-@click.option("--cuda-graph", is_flag=True, help="TensorRT: capture the enqueue in a CUDA graph.")
-@click.option("--no-data-transfers", is_flag=True, help="TensorRT: time without H2D/D2H copies.")
-@click.option("--spin-wait", is_flag=True, help="TensorRT: spin on events instead of blocking.")
+@click.option("--cuda-graph", is_flag=True, help="TensorRT 10: capture the enqueue in a CUDA graph (11: default).")
+@click.option("--no-data-transfers", is_flag=True,
+              help="TensorRT 10: time without H2D/D2H copies (11: default).")
+@click.option("--spin-wait", is_flag=True, help="TensorRT 10: spin on events instead of blocking (11: default).")
+@click.option("--no-cuda-graph", is_flag=True, help="TensorRT 11: plain enqueues instead of a CUDA graph.")
+@click.option("--include-data-transfers", is_flag=True, help="TensorRT 11: time the H2D/D2H copies too.")
+@click.option("--no-spin-wait", is_flag=True, help="TensorRT 11: blocking-sync events instead of spinning.")
+@click.option("--streams", type=click.IntRange(1), default=1, show_default=True,
+              help="TensorRT: N execution contexts on N streams, for throughput (latencies then unreliable).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="Where to write the results (default: reports/bench/<engine>.json).")
 @cuda_binding_option
 def bench(engine, batch, shape, warmup, iterations, duration, cv_warn, cuda_graph, no_data_transfers,
-          spin_wait, json_out, cuda_binding):
-    """Time an engine: warm-up, then at least --iterations and --duration; percentiles, throughput, CV."""
+          spin_wait, no_cuda_graph, include_data_transfers, no_spin_wait, streams, json_out, cuda_binding):
+    """Time an engine: warm-up, then at least --iterations and --duration; percentiles, throughput, CV.
+
+    TensorRT engines follow the installed TensorRT's trtexec: 11.x times with CUDA graphs, spin wait and no
+    data transfers by default (opt out with --no-cuda-graph, --no-spin-wait, --include-data-transfers); 10.x
+    with none of them (opt in with --cuda-graph, --spin-wait, --no-data-transfers).
+    """
     meta, runner = _load(engine, cuda_binding)
-    opts = _runner_opts(meta.backend, cuda_graph, no_data_transfers, spin_wait)
+    opts = _runner_opts(meta, runner,
+                        {"cuda_graph": cuda_graph, "no_data_transfers": no_data_transfers, "spin_wait": spin_wait},
+                        {"cuda_graph": no_cuda_graph, "no_data_transfers": include_data_transfers,
+                         "spin_wait": no_spin_wait}, streams)
     dims = parse_shape(shape, "--shape") if shape else (batch or meta.batch[1], *meta.input_shape)
     check_input_shape(meta, dims, "--shape" if shape else "--batch")
     x = np.resize(SyntheticDataset(meta.spec).take("val", 1)[0], dims).astype(np.float32)

@@ -152,6 +152,7 @@ def time_cell(runner, spec, batch: int, timing: dict) -> dict:
         "latency_p50_lo_ms": min(p50s), "latency_p50_hi_ms": max(p50s),
         "latency_spread_pct": 100.0 * (max(p50s) - min(p50s)) / pooled.latency_p50_ms,
         "repeats": len(runs), "throughput_ips": pooled.throughput_ips, "timing_includes": pooled.includes,
+        "timing_convention": runs[0].convention or None,
     }
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.backends.base import Runner, Timing
-from harness.backends.tensorrt.timing import Query, trtexec_timing
-from harness.cuda import Cuda, DeviceBuffer
+from harness.backends.tensorrt.timing import Query, convention, defaults, trtexec_timing
+from harness.cuda import Cuda, DeviceBuffer, Stream
 from harness.errors import HarnessError
 
 
@@ -25,6 +25,15 @@ class Buffers:
     shape: tuple[int, ...]
     host: dict[str, np.ndarray]
     device: dict[str, DeviceBuffer]
+
+
+@dataclass
+class Lane:
+    """One execution context with its own stream and buffers: --streams N runs N lanes."""
+
+    context: object
+    stream: Stream
+    buffers: Buffers | None = None
 
 
 class TensorRTRunner(Runner):
@@ -42,6 +51,23 @@ class TensorRTRunner(Runner):
     def cuda_binding(self) -> str:
         return self.cuda.name
 
+    @property
+    def convention(self) -> str:
+        """Whose timing defaults apply: trtexec 11's for TensorRT 11, else trtexec 10's."""
+        return convention(self.trt.__version__)
+
+    @property
+    def context(self):
+        return self.lanes[0].context
+
+    @property
+    def stream(self) -> Stream:
+        return self.lanes[0].stream
+
+    @property
+    def buffers(self) -> Buffers | None:
+        return self.lanes[0].buffers
+
     def _open(self, artifact: Path) -> None:
         trt = self.trt
         self.logger = trt.Logger(trt.Logger.WARNING)
@@ -50,7 +76,7 @@ class TensorRTRunner(Runner):
         if self.engine is None:
             raise HarnessError(f"engine {artifact}: TensorRT {trt.__version__} cannot deserialize it (built by "
                                "another TensorRT version or GPU?); rebuild with harness build-engine")
-        self.context = self.engine.create_execution_context()
+        self.lanes = [Lane(self.engine.create_execution_context(), self.cuda.stream())]
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
@@ -58,34 +84,39 @@ class TensorRTRunner(Runner):
             raise HarnessError(f"engine {artifact}: expected one input and at least one output, found inputs "
                                f"{self.inputs} and outputs {self.outputs}")
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
-        self.stream = self.cuda.stream()
-        self.buffers: Buffers | None = None
+
+    def _lanes(self, count: int) -> list[Lane]:
+        while len(self.lanes) < count:
+            self.lanes.append(Lane(self.engine.create_execution_context(), self.cuda.stream()))
+        return self.lanes[:count]
 
     @property
     def input_name(self) -> str:
         return self.inputs[0]
 
-    def _bind(self, shape: tuple[int, ...]) -> Buffers:
+    def _bind(self, shape: tuple[int, ...], lane: Lane | None = None) -> Buffers:
         """Set the input shape and give every I/O tensor an address; reuse the buffers while the shape holds."""
-        if self.buffers is not None and self.buffers.shape == shape:
-            return self.buffers
-        if not self.context.set_input_shape(self.input_name, shape):
+        lane = lane or self.lanes[0]
+        if lane.buffers is not None and lane.buffers.shape == shape:
+            return lane.buffers
+        if not lane.context.set_input_shape(self.input_name, shape):
             lo, _, hi = self.engine.get_tensor_profile_shape(self.input_name, 0)
             raise HarnessError(f"input shape {'x'.join(map(str, shape))} is outside the engine's profile "
                                f"{tuple(lo)}..{tuple(hi)}; rebuild with --max-batch")
         host, device = {}, {}
         for name in (*self.inputs, *self.outputs):
-            dims = tuple(self.context.get_tensor_shape(name))
+            dims = tuple(lane.context.get_tensor_shape(name))
             host[name] = self.cuda.host_empty(dims, self.dtypes[name])
             device[name] = self.cuda.device_empty(host[name].nbytes)
-            self.context.set_tensor_address(name, device[name].ptr)
-        self.buffers = Buffers(shape, host, device)
-        return self.buffers
+            lane.context.set_tensor_address(name, device[name].ptr)
+        lane.buffers = Buffers(shape, host, device)
+        return lane.buffers
 
-    def _query(self, x: np.ndarray, transfers: bool = True) -> Query:
-        buf = self._bind(tuple(x.shape))
+    def _query(self, x: np.ndarray, transfers: bool = True, lane: Lane | None = None) -> Query:
+        lane = lane or self.lanes[0]
+        buf = self._bind(tuple(x.shape), lane)
         np.copyto(buf.host[self.input_name], x, casting="same_kind")
-        cuda, stream = self.cuda, self.stream
+        cuda, stream, context = self.cuda, lane.stream, lane.context
 
         def h2d():
             cuda.h2d_async(buf.device[self.input_name], buf.host[self.input_name], stream)
@@ -95,7 +126,7 @@ class TensorRTRunner(Runner):
                 cuda.d2h_async(buf.host[name], buf.device[name], stream)
 
         def enqueue():
-            if not self.context.execute_async_v3(stream.handle):
+            if not context.execute_async_v3(stream.handle):
                 raise HarnessError("TensorRT execute_async_v3 failed; its log above says why")
 
         return Query(stream, enqueue, h2d if transfers else None, d2h if transfers else None, len(x))
@@ -108,35 +139,43 @@ class TensorRTRunner(Runner):
         self.stream.synchronize()
         return self.buffers.host[self.outputs[0]].astype(np.float32, copy=True)
 
-    def _graph(self, enqueue):
+    @staticmethod
+    def _graph(stream: Stream, enqueue):
         """Capture one enqueue in a CUDA graph after a plain one (keeps lazy initialisation out of the capture).
 
         Returns (launch, "captured") or (enqueue, reason) when capture is not possible, as trtexec falls back.
         """
         enqueue()
-        self.stream.synchronize()
+        stream.synchronize()
         try:
-            self.stream.begin_capture()
+            stream.begin_capture()
             try:
                 enqueue()
             finally:
-                graph = self.stream.end_capture()
-            graph.launch(self.stream)  # one trial replay, so a failure shows here and not mid-measurement
-            self.stream.synchronize()
+                graph = stream.end_capture()
+            graph.launch(stream)  # one trial replay, so a failure shows here and not mid-measurement
+            stream.synchronize()
         except Exception as exc:  # the driver, TensorRT or the binding may refuse; the fallback is reported
-            self.stream.synchronize()
+            stream.synchronize()
             return enqueue, (str(exc).splitlines() or [type(exc).__name__])[0]
-        return (lambda: graph.launch(self.stream)), "captured"
+        return (lambda: graph.launch(stream)), "captured"
 
-    def time(self, x: np.ndarray, warmup_s: float, iterations: int, duration_s: float, cuda_graph: bool = False,
-             no_data_transfers: bool = False, spin_wait: bool = False, **opts) -> Timing:
-        q = self._query(x, transfers=not no_data_transfers)
-        if no_data_transfers:  # the input is copied once, then stays on the GPU
-            self.cuda.h2d(self.buffers.device[self.input_name], self.buffers.host[self.input_name], self.stream)
-        graph = ""
-        if cuda_graph:
-            q.enqueue, graph = self._graph(q.enqueue)
-        return trtexec_timing(self.cuda, q, warmup_s, iterations, duration_s, graph, spin_wait)
+    def time(self, x: np.ndarray, warmup_s: float, iterations: int, duration_s: float,
+             cuda_graph: bool | None = None, no_data_transfers: bool | None = None, spin_wait: bool | None = None,
+             streams: int = 1, **opts) -> Timing:
+        """None for a setting means the installed TensorRT's trtexec default (see timing.py)."""
+        given = {"cuda_graph": cuda_graph, "no_data_transfers": no_data_transfers, "spin_wait": spin_wait}
+        settings = {k: defaults(self.convention)[k] if v is None else v for k, v in given.items()}
+        queries, graph = [], ""
+        for lane in self._lanes(streams):
+            q = self._query(x, not settings["no_data_transfers"], lane)
+            if settings["no_data_transfers"]:  # the input is copied once, then stays on the GPU
+                self.cuda.h2d(lane.buffers.device[self.input_name], lane.buffers.host[self.input_name], lane.stream)
+            if settings["cuda_graph"]:
+                q.enqueue, graph = self._graph(lane.stream, q.enqueue)
+            queries.append(q)
+        return trtexec_timing(self.cuda, queries, warmup_s, iterations, duration_s, graph, settings["spin_wait"],
+                              self.convention)
 
     def engine_information(self) -> dict:
         """The engine inspector's JSON (DETAILED when built by harness), with this context's shapes."""
@@ -149,8 +188,7 @@ class TensorRTRunner(Runner):
         """Drop TensorRT's objects before the CUDA layer lets go of its context."""
         if getattr(self, "cuda", None) is None:
             return
-        self.buffers = None
-        for name in ("context", "engine", "runtime", "stream"):
+        for name in ("lanes", "engine", "runtime"):
             self.__dict__.pop(name, None)
         self.cuda.close()
         self.cuda = None
