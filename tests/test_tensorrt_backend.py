@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from fakes import CUDA_BINDINGS
 from fakes.tiny_onnx import tiny_onnx
@@ -379,3 +380,57 @@ def test_cli_build_bench_eval_on_tensorrt(fake_gpu, run_cli, digits_engine, engi
     assert "h2d_ms p99_ms" in bench.output and "CUDA graph launch" in bench.output and "> 2.5 %" in bench.output
     evaluated = run_cli("eval", engine, "--limit", 64)
     assert evaluated.exit_code == 0 and "top1 agreement with fp32 torch" in evaluated.output
+
+
+TRACE = {"Reformatting CopyNode for Input Tensor 0 to /conv1/Conv": (0.05,), "/conv1/Conv": (0.2,),
+         "/conv2/Conv": (0.3, 0.5), "/fc/Gemm": (0.35,)}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_profile_joins_the_profiler_trace_to_the_layer_table(fake_gpu, run_cli, tmp_path, version):
+    """A synthetic profiler trace through the double: shares by precision and type, files, the caveat."""
+    gpu, _ = fake_gpu(version)
+    gpu.layer_trace.update(TRACE)
+    engine = build(tmp_path, tiny_onnx(tmp_path / "qdq.onnx", qdq=True))[0].artifact
+    result = run_cli("profile", engine, "--iterations", 10, "--duration", 0, "--out", tmp_path / "prof")
+    assert result.exit_code == 0, result.output
+    stem = Path(engine).stem
+    table = pd.read_csv(tmp_path / "prof" / f"{stem}.profile.csv").set_index("name")
+    assert table.loc["/conv2/Conv", "mean_ms"] == pytest.approx(0.4) and table.loc["/conv2/Conv", "runs"] == 10
+    assert table.loc["/conv2/Conv", "precision"] == "INT8" and table.loc["/fc/Gemm", "precision"] == "FP32"
+    assert table.loc["/conv1/Conv", "type"] == "CaskConvolution" and "i8i8" in table.loc["/conv1/Conv", "tactic"]
+    assert table["share_pct"].sum() == pytest.approx(100.0)
+    summary = json.loads((tmp_path / "prof" / f"{stem}.summary.json").read_text())
+    assert summary["profile_int8_pct"] == pytest.approx(60.0) and summary["profile_fp32_pct"] == pytest.approx(35.0)
+    assert summary["profile_reformat_pct"] == pytest.approx(5.0) and summary["profile_layers_sum_ms"] == 1.0
+    by_type = pd.read_csv(tmp_path / "prof" / f"{stem}.by_type.csv").set_index("type")
+    assert by_type.loc["CaskConvolution", "share_pct"] == pytest.approx(60.0)
+    assert (tmp_path / "prof" / f"{stem}.profile.png").read_bytes().startswith(b"\x89PNG")
+    assert "INT8" in result.output and "60.0 %" in result.output
+    assert "sum of layers 1 ms vs whole-engine GPU compute p50 1 ms" in result.output
+    assert "the sum of the layers exceeds the whole engine's GPU compute" in result.output
+    # the profiled run is a context of its own, and the timed one ran without a profiler
+    contexts = {c[1] for c in gpu.calls if c[0] == "set_tensor_address"}
+    assert contexts == {"input", "logits"}
+
+
+def test_profile_refuses_other_backends(run_cli, digits_engine):
+    result = run_cli("profile", digits_engine.artifact)
+    assert result.exit_code == 2 and "profile reads TensorRT engines" in result.output
+
+
+def test_sweep_profiles_tensorrt_cells_and_the_report_shows_them(fake_gpu, run_cli, engines_dir, tmp_path):
+    fake_gpu("11.0.0", "cuda-python")
+    (tmp_path / "trt.yaml").write_text(
+        "name: trt\nmodels: [digits-resnet]\nbackends: [tensorrt]\nprecisions: [fp32]\nbatch_sizes: [2]\n"
+        "timing: {warmup_s: 0, iterations: 3, duration_s: 0, repeats: 1, profile: true, cuda_binding: auto}\n"
+        "evaluation: {limit: 32}\n")
+    result = run_cli("sweep", tmp_path / "trt.yaml", "--engines-dir", engines_dir)
+    assert result.exit_code == 0, result.output
+    row = pd.read_parquet(Path("reports/trt/results.parquet")).iloc[0]
+    assert row["status"] == "ok", row["error"]
+    assert row["cuda_binding"] == "cuda-python" and row["timing_convention"] == "trtexec 11"
+    assert row["profile_fp32_pct"] + row["profile_reformat_pct"] == pytest.approx(100.0)
+    assert row["profile_layers"] > 1 and row["gpu_compute_p50_ms"] == pytest.approx(1.0)
+    assert (Path("reports/trt") / row["profile_table"]).is_file()  # relative to the sweep folder, as layer_table
+    assert "Per-layer profile" in Path("reports/trt/report.md").read_text()

@@ -61,6 +61,16 @@ def build_sections(df: pd.DataFrame, figures: dict[str, bytes]) -> list[Section]
                 "error"]
         out.append(Section("Failed cells", f"{len(failed)} cell(s) did not finish; each is a row with its error.",
                            formatted(failed[cols])))
+    profiled = ok[ok["profile_table"].notna()] if "profile_table" in ok.columns else ok.iloc[:0]
+    if not profiled.empty:
+        cols = ["model", "backend", "precision", "tool", "mode", "batch", "profile_int8_pct", "profile_fp16_pct",
+                "profile_fp32_pct", "profile_reformat_pct", "profile_layers_sum_ms", "profile_engine_compute_ms",
+                "profile_table"]
+        out.append(Section("Per-layer profile", "Share of the summed layer times by precision, and reformat "
+                           "layers (timing.profile; TensorRT's profiler, a separate run after the timed ones). "
+                           "Per-layer timing adds events between layers, so the sum of the layers exceeds the "
+                           "whole engine's GPU compute, more so on small networks: compare shares.",
+                           formatted(profiled[[c for c in cols if c in profiled.columns]])))
     env_cols = [c for c in ENV if c in df.columns]
     env = df[env_cols].drop_duplicates().rename(columns=lambda c: c.removeprefix("env_"))
     out.append(Section("Environment", "One row per distinct runner.", formatted(env)))

@@ -22,7 +22,8 @@ SECTIONS = {
     "quantization": {"tools": ["pq"], "modes": ["selective"], "calibrators": ["entropy"], "percentile": 99.99,
                      "calib_batches": 4, "calib_batch_size": 32, "quantize_head": False,
                      "quantize_attention_matmul": False},
-    "timing": {"warmup_s": 0.2, "iterations": 50, "duration_s": 1.0, "repeats": 3, "cuda_binding": "auto"},
+    "timing": {"warmup_s": 0.2, "iterations": 50, "duration_s": 1.0, "repeats": 3, "cuda_binding": "auto",
+               "profile": False},
     "evaluation": {"split": "val", "limit": None},
     "build": {"max_batch": None, "workspace_mb": 4096, "opt_level": 3, "verify": "strict"},
 }
@@ -211,6 +212,7 @@ def load_experiment(path: Path) -> Experiment:
     r.number(timing["iterations"], "timing.iterations", 1, integer=True)
     r.number(timing["duration_s"], "timing.duration_s", 0)
     r.number(timing["repeats"], "timing.repeats", 1, integer=True)
+    r.flag(timing["profile"], "timing.profile")
     if timing["cuda_binding"] not in CUDA_BINDINGS:
         raise r.fail("timing.cuda_binding", f"{timing['cuda_binding']!r}: choose one of {', '.join(CUDA_BINDINGS)}")
     evaluation = _section(r, raw, "evaluation")

@@ -136,10 +136,14 @@ def build_options(exp: Experiment, cell: Cell) -> BuildOptions:
                         opt_level=exp.build["opt_level"])
 
 
+def cell_input(spec, batch: int) -> np.ndarray:
+    return np.resize(SyntheticDataset(spec).take("val", 1)[0], (batch, *spec.input_shape)).astype(np.float32)
+
+
 def time_cell(runner, spec, batch: int, timing: dict) -> dict:
     """`repeats` timed runs pooled into one set of statistics; the spread of their p50s is the noise a
     comparison must allow for."""
-    x = np.resize(SyntheticDataset(spec).take("val", 1)[0], (batch, *spec.input_shape)).astype(np.float32)
+    x = cell_input(spec, batch)
     runs = [runner.time(x, timing["warmup_s"], timing["iterations"], timing["duration_s"])
             for _ in range(timing["repeats"])]
     pooled = latency_stats(Timing(np.concatenate([t.latency_ms for t in runs]), sum(t.wall_s for t in runs),
@@ -153,7 +157,22 @@ def time_cell(runner, spec, batch: int, timing: dict) -> dict:
         "latency_spread_pct": 100.0 * (max(p50s) - min(p50s)) / pooled.latency_p50_ms,
         "repeats": len(runs), "throughput_ips": pooled.throughput_ips, "timing_includes": pooled.includes,
         "timing_convention": runs[0].convention or None,
+        "gpu_compute_p50_ms": (float(np.median(np.concatenate([t.components["gpu_compute_ms"] for t in runs])))
+                               if "gpu_compute_ms" in runs[0].components else None),
     }
+
+
+def _profile(ws: Workspace, runner, spec, row: dict) -> dict:
+    """timing.profile: after the timed runs, a separate profiled run (TensorRT); its files beside the rows."""
+    if not hasattr(runner, "layer_times"):
+        return {}
+    from harness.backends.tensorrt import profile as prof
+
+    table = prof.profile_table(runner.layer_times(cell_input(spec, row["batch"])), runner.engine_information())
+    rel = Path("profiles") / row["cell_id"]
+    prof.write(table, ws.store.root / rel.parent, rel.name)
+    return {"profile_table": str(rel.parent / f"{rel.name}.profile.csv"),
+            **prof.summary(table, row.get("gpu_compute_p50_ms"))}
 
 
 def _layers(ws: Workspace, runner, cid: str) -> dict:
@@ -199,6 +218,9 @@ def run_cell(ws: Workspace, cell: Cell) -> dict:
         row["cuda_binding"] = getattr(runner, "cuda_binding", None)
         stage = "time"
         row.update(time_cell(runner, spec, cell.batch, exp.timing))
+        if exp.timing["profile"]:
+            stage = "profile"
+            row.update(_profile(ws, runner, spec, row))
         stage = "evaluate"
         acc = ws.once(("accuracy", meta.artifact_sha256, cell.dataset),
                       lambda: evaluate(runner, ws.dataset(cell), exp.evaluation["split"],

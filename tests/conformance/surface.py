@@ -71,11 +71,20 @@ class _Uses:
         self.functions = {f.name: f for f in functions}
         # each return statement -> its innermost function (ast.walk reaches outer functions first)
         self.owner = {r: f.name for f in functions for r in ast.walk(f) if isinstance(r, ast.Return)}
+        # dataclass-like classes of this module -> their annotated fields, in order; a field given a binding
+        # value holds one wherever it is read (`lane.context`)
+        self.classes = {c.name: [a.target.id for a in c.body if isinstance(a, ast.AnnAssign)
+                                 and isinstance(a.target, ast.Name)]
+                        for c in ast.walk(tree) if isinstance(c, ast.ClassDef)}
+        self.fields: set[str] = set()
 
     def base(self, node) -> bool:
         """Does this expression's chain (attribute / call / subscript / getattr) start at a binding value?"""
         while True:
-            if _key(node) in self.tainted:
+            key = _key(node)
+            if key in self.tainted or (key or "").startswith("self.") and self.returns.get(key[5:]) is True:
+                return True  # a binding value, or a property returning one
+            if isinstance(node, ast.Attribute) and node.attr in self.fields:
                 return True
             if isinstance(node, ast.Call):
                 callee = _key(node.func)
@@ -148,22 +157,22 @@ class _Uses:
         return True
 
     def _parameters(self, call: ast.Call) -> bool:
-        """A binding value passed to a function of this module taints the parameter it lands in."""
+        """A binding value passed to a function of this module taints the parameter it lands in (or, for a
+        class of this module, the field)."""
         name = (_key(call.func) or "").removeprefix("self.")
         func = self.functions.get(name)
-        if func is None:
+        if name in self.classes:
+            params, taint = self.classes[name], self.fields
+        elif func is not None:
+            params = [a.arg for a in func.args.posonlyargs + func.args.args if a.arg != "self"]
+            taint = self.tainted
+        else:
             return False
-        params = [a.arg for a in func.args.posonlyargs + func.args.args if a.arg != "self"]
-        changed = False
-        for i, arg in enumerate(call.args):
-            if i < len(params) and self.base(arg) and params[i] not in self.tainted:
-                self.tainted.add(params[i])
-                changed = True
-        for kw in call.keywords:
-            if kw.arg in params and self.base(kw.value) and kw.arg not in self.tainted:
-                self.tainted.add(kw.arg)
-                changed = True
-        return changed
+        given = [(params[i], arg) for i, arg in enumerate(call.args) if i < len(params)]
+        given += [(kw.arg, kw.value) for kw in call.keywords if kw.arg in params]
+        new = {param for param, arg in given if param not in taint and self.base(arg)}
+        taint |= new
+        return bool(new)
 
     def names(self) -> dict[str, int]:
         """Name -> first line it is used on."""

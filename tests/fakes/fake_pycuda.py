@@ -31,9 +31,17 @@ class FakeGpu:
         self.compute_ms = itertools.cycle(compute_ms)
         self.copy_ms = float(copy_ms)
         self.capture_fails = False
+        self.layer_trace: dict[str, tuple[float, ...]] = {}  # layer name -> ms the profiler reports, cycled
+        self._layer_cycles: dict[str, object] = {}
         self.calls: list[tuple] = []
         self._addresses = itertools.count(0x7F0000000000, 0x100000)
         self._handles = itertools.count(0x5555_0000, 0x10)
+
+    def layer_ms(self, name: str):
+        """The iterator of profiler times of one layer (0.1 ms when the trace does not name it)."""
+        if name not in self._layer_cycles:
+            self._layer_cycles[name] = itertools.cycle(self.layer_trace.get(name, (0.1,)))
+        return self._layer_cycles[name]
 
     def alloc(self, nbytes: int) -> int:
         address = next(self._addresses)

@@ -360,11 +360,20 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
         Builder.platform_has_fast_fp16 = property(lambda self: True)
         Builder.platform_has_fast_int8 = property(lambda self: True)
 
+    class IProfiler:
+        """Subclassed by the user; TensorRT calls report_layer_time once per layer per profiled execution."""
+
+        def __init__(self):
+            pass
+
+        def report_layer_time(self, layer_name, ms):
+            raise NotImplementedError
+
     class IExecutionContext:
-        __slots__ = ("engine", "shapes", "_addresses")
+        __slots__ = ("engine", "shapes", "_addresses", "profiler")
 
         def __init__(self, engine):
-            self.engine, self.shapes, self._addresses = engine, {}, {}
+            self.engine, self.shapes, self._addresses, self.profiler = engine, {}, {}, None
 
         def set_input_shape(self, name, shape):
             lo, _, hi = self.engine.get_tensor_profile_shape(name, 0)
@@ -407,6 +416,9 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
                 gpu.memory[self._addresses[y_name]][: raw.size] = raw
 
             gpu.run(stream_handle, compute, gpu.compute_ms)
+            if self.profiler is not None:  # a synthetic trace: gpu.layer_ms[name], cycled per execution
+                for layer in engine._plan["layers"]:
+                    self.profiler.report_layer_time(layer["Name"], next(gpu.layer_ms(layer["Name"])))
             return True
 
     class EngineInspector:

@@ -177,6 +177,28 @@ class TensorRTRunner(Runner):
         return trtexec_timing(self.cuda, queries, warmup_s, iterations, duration_s, graph, settings["spin_wait"],
                               self.convention)
 
+    def layer_times(self, x: np.ndarray, iterations: int = 50, warmup: int = 5) -> dict[str, list[float]]:
+        """A separate run with TensorRT's profiler attached: per layer, the ms of each of `iterations` runs.
+
+        Its own execution context, stream and buffers, inputs already on the GPU, plain enqueues (a CUDA graph
+        cannot report per layer), so the timed runs are untouched by the profiler's events.
+        """
+        from harness.backends.tensorrt.profile import make_profiler
+
+        lane = Lane(self.engine.create_execution_context(), self.cuda.stream())
+        query = self._query(x, transfers=False, lane=lane)
+        self.cuda.h2d(lane.buffers.device[self.input_name], lane.buffers.host[self.input_name], lane.stream)
+        profiler = make_profiler(self.trt)
+        lane.context.profiler = profiler
+        for _ in range(warmup):
+            query.enqueue()
+            lane.stream.synchronize()
+        profiler.reports.clear()
+        for _ in range(iterations):
+            query.enqueue()
+            lane.stream.synchronize()
+        return dict(profiler.reports)
+
     def engine_information(self) -> dict:
         """The engine inspector's JSON (DETAILED when built by harness), with this context's shapes."""
         self._bind(tuple(self.engine.get_tensor_profile_shape(self.input_name, 0)[1]))
