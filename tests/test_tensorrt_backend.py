@@ -419,8 +419,10 @@ def test_profile_refuses_other_backends(run_cli, digits_engine):
     assert result.exit_code == 2 and "profile reads TensorRT engines" in result.output
 
 
-def test_sweep_profiles_tensorrt_cells_and_the_report_shows_them(fake_gpu, run_cli, engines_dir, tmp_path):
+def test_sweep_profiles_tensorrt_cells_and_the_report_shows_them(fake_gpu, run_cli, engines_dir, tmp_path,
+                                                                 monkeypatch):
     fake_gpu("11.0.0", "cuda-python")
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # no NVML: the GPU columns are empty, not invented
     (tmp_path / "trt.yaml").write_text(
         "name: trt\nmodels: [digits-resnet]\nbackends: [tensorrt]\nprecisions: [fp32]\nbatch_sizes: [2]\n"
         "timing: {warmup_s: 0, iterations: 3, duration_s: 0, repeats: 1, profile: true, cuda_binding: auto}\n"
@@ -434,3 +436,4 @@ def test_sweep_profiles_tensorrt_cells_and_the_report_shows_them(fake_gpu, run_c
     assert row["profile_layers"] > 1 and row["gpu_compute_p50_ms"] == pytest.approx(1.0)
     assert (Path("reports/trt") / row["profile_table"]).is_file()  # relative to the sweep folder, as layer_table
     assert "Per-layer profile" in Path("reports/trt/report.md").read_text()
+    assert row[["gpu_sm_clock_mhz_before", "gpu_power_w_after", "gpu_throttle_after", "gpu_state_note"]].isna().all()

@@ -24,6 +24,7 @@ from harness.commands.common import (
 from harness.data.datasets import SyntheticDataset, dataset_names, resolve_dataset
 from harness.errors import HarnessError
 from harness.measure.evaluate import evaluate
+from harness.measure.gpu_state import GpuMonitor
 from harness.measure.latency import CV_WARN, latency_stats
 from harness.models.registry import BUNDLED_WEIGHTS, parse_shape, resolve_model
 
@@ -164,16 +165,20 @@ def bench(engine, batch, shape, warmup, iterations, duration, cv_warn, cuda_grap
     dims = parse_shape(shape, "--shape") if shape else (batch or meta.batch[1], *meta.input_shape)
     check_input_shape(meta, dims, "--shape" if shape else "--batch")
     x = np.resize(SyntheticDataset(meta.spec).take("val", 1)[0], dims).astype(np.float32)
-    stats = latency_stats(runner.time(x, warmup, iterations, duration, **opts))
+    with GpuMonitor(enabled=getattr(runner, "on_gpu", False)) as gpu:
+        stats = latency_stats(runner.time(x, warmup, iterations, duration, **opts))
+    state = gpu.columns()
     rows = [(k, v) for k, v in stats.to_dict().items() if k not in ("components", "includes")]
     for part, s in stats.components.items():
         rows += [(f"{part} p50_ms", s["p50_ms"]), (f"{part} p99_ms", s["p99_ms"])]
     print_table(rows, f"{Path(meta.artifact).name} ({_ran_on(meta, runner)}): {stats.includes}")
-    for warning in stats.warnings(cv_warn if cv_warn is not None else getattr(runner, "cv_warn", CV_WARN)):
+    warnings = stats.warnings(cv_warn if cv_warn is not None else getattr(runner, "cv_warn", CV_WARN))
+    for warning in warnings + ([state["gpu_state_note"]] if state["gpu_state_note"] else []):
         click.echo(f"warning: {warning}", err=True)
     out = json_out or Path("reports") / "bench" / f"{Path(meta.artifact).stem}.json"
     write_json(out, {"engine": meta.artifact, "backend": meta.backend, "precision": meta.precision,
-                     "cuda_binding": getattr(runner, "cuda_binding", None), "shape": list(dims), **stats.to_dict()})
+                     "cuda_binding": getattr(runner, "cuda_binding", None), "shape": list(dims), **stats.to_dict(),
+                     **state})
     click.echo(f"wrote {out}")
 
 

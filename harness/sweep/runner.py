@@ -143,9 +143,12 @@ def cell_input(spec, batch: int) -> np.ndarray:
 def time_cell(runner, spec, batch: int, timing: dict) -> dict:
     """`repeats` timed runs pooled into one set of statistics; the spread of their p50s is the noise a
     comparison must allow for."""
+    from harness.measure.gpu_state import GpuMonitor
+
     x = cell_input(spec, batch)
-    runs = [runner.time(x, timing["warmup_s"], timing["iterations"], timing["duration_s"])
-            for _ in range(timing["repeats"])]
+    with GpuMonitor(enabled=getattr(runner, "on_gpu", False)) as gpu:
+        runs = [runner.time(x, timing["warmup_s"], timing["iterations"], timing["duration_s"])
+                for _ in range(timing["repeats"])]
     pooled = latency_stats(Timing(np.concatenate([t.latency_ms for t in runs]), sum(t.wall_s for t in runs),
                                   batch, runs[0].includes))
     p50s = [float(np.percentile(t.latency_ms, 50)) for t in runs]
@@ -159,6 +162,7 @@ def time_cell(runner, spec, batch: int, timing: dict) -> dict:
         "timing_convention": runs[0].convention or None,
         "gpu_compute_p50_ms": (float(np.median(np.concatenate([t.components["gpu_compute_ms"] for t in runs])))
                                if "gpu_compute_ms" in runs[0].components else None),
+        **gpu.columns(),
     }
 
 

@@ -38,6 +38,7 @@ class Lane:
 
 class TensorRTRunner(Runner):
     cv_warn = 0.025  # trtexec warns above 2.5 %: GPU timings are steadier than host ones
+    on_gpu = True  # its rows carry the GPU's state (harness.measure.gpu_state)
 
     def __init__(self, artifact: Path, trt, cuda: Cuda):
         self.trt, self.cuda = trt, cuda
