@@ -63,7 +63,9 @@ def fake_gpu(monkeypatch):
     """Install test doubles of tensorrt and a CUDA binding into sys.modules: call with the TensorRT version.
 
     binding="pycuda" (default) installs pycuda's double and cuda-python's (as `.[gpu]` + `.[pycuda]` would, so
-    `auto` picks pycuda and graphs are captured through cuda-python); binding="cuda-python" hides pycuda.
+    `auto` picks pycuda and graphs are captured through cuda-python); binding="cuda-python" hides pycuda;
+    binding="torch" hides both and puts torch's double in place of torch for the test (harness imports torch
+    lazily), so `auto` falls back to torch.
     Returns (gpu, trt): the simulated device (call log, clock, memory, failure switches) and the fake module.
     """
     import sys
@@ -77,10 +79,15 @@ def fake_gpu(monkeypatch):
         trt = make_tensorrt(version, gpu, **kwargs)
         monkeypatch.setitem(sys.modules, "tensorrt", trt)
         for name, module in make_cuda_python(gpu).items():
-            monkeypatch.setitem(sys.modules, name, module)
+            monkeypatch.setitem(sys.modules, name, None if binding == "torch" else module)
         package, driver = make_pycuda(gpu) if binding == "pycuda" else (None, None)
         monkeypatch.setitem(sys.modules, "pycuda", package)
         monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
+        if binding == "torch":
+            from fakes.fake_torch import make_torch
+
+            for name, module in make_torch(gpu).items():
+                monkeypatch.setitem(sys.modules, name, module)
         return gpu, trt
 
     return install

@@ -100,3 +100,19 @@ def test_cuda_python_names_harness_uses_and_the_double_offers_are_bound():
         from fakes.fake_cudart import make_cudart
 
         assert surface.missing(offered_names(make_cudart(FakeGpu()))) == []
+
+
+def test_torch_names_the_provider_uses_and_the_double_offers_are_bound():
+    import torch
+    from conformance.surface import module_surface
+    from fakes.fake_torch import make_torch
+
+    real = {name: module_surface(module, name, torch.__version__)
+            for name, module in (("torch", torch), ("torch.cuda", torch.cuda))}
+    both = Surface("torch", torch.__version__, "exact", real["torch"].names | real["torch.cuda"].names)
+    for name, module in make_torch(FakeGpu()).items():
+        assert real[name].missing(offered_names(module)) == [], name
+    source = (HARNESS / "cuda" / "torch_api.py").read_text()
+    uses = {n: f"harness/cuda/torch_api.py:{line}" for n, line in used_names(source, {"torch"}).items()}
+    assert {"CUDAGraph", "capture_begin", "replay", "elapsed_time", "cuda_stream", "data_ptr"} <= set(uses)
+    assert report(both, uses) == []

@@ -96,7 +96,7 @@ def test_no_gpu_is_one_line(fake_gpu, binding):
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message of a CPU-only torch")
 def test_torch_without_cuda_is_one_line():
-    with pytest.raises(HarnessError, match=r"sees no CUDA GPU: --cuda-binding torch needs a CUDA build"):
+    with pytest.raises(HarnessError, match=r"no usable CUDA GPU \(torch .* sees none\): --cuda-binding torch needs"):
         open_cuda("torch")
 
 

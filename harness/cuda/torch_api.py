@@ -74,8 +74,8 @@ class TorchApi(Cuda):
         import torch
 
         if not torch.cuda.is_available():
-            raise CudaError(f"torch {torch.__version__} sees no CUDA GPU: --cuda-binding torch needs a CUDA build "
-                            "of torch and an NVIDIA GPU (or pip install -e '.[gpu]' for cuda-python)")
+            raise CudaError(f"no usable CUDA GPU (torch {torch.__version__} sees none): --cuda-binding torch needs a "
+                            "CUDA build of torch and an NVIDIA GPU (or pip install -e '.[gpu]' for cuda-python)")
         self.torch = torch
         torch.cuda.set_device(0)
 

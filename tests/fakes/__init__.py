@@ -1,4 +1,4 @@
-"""Test doubles of optional GPU libraries (tensorrt, pycuda, cuda-python), put in sys.modules by fake_gpu."""
+"""Test doubles of optional GPU libraries (tensorrt, pycuda, cuda-python, torch.cuda), put in place by fake_gpu."""
 
-# The CUDA bindings with a double here (torch.cuda runs on a real GPU only).
-CUDA_BINDINGS = ["pycuda", "cuda-python"]
+# The CUDA bindings with a double here (each provider of harness.cuda).
+CUDA_BINDINGS = ["pycuda", "cuda-python", "torch"]
