@@ -27,6 +27,7 @@ SECTIONS = {
     "evaluation": {"split": "val", "limit": None},
     "build": {"max_batch": None, "workspace_mb": 4096, "opt_level": 3, "verify": "strict"},
 }
+LATER_TIMING_KEYS = ("cuda_binding", "profile")  # not in a cell's id while at their defaults (harness.sweep.matrix)
 TOP_KEYS = ("name", "description", "models", "datasets", "backends", "precisions", "batch_sizes", *SECTIONS,
             "baseline", "include", "exclude")
 
