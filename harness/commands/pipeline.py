@@ -109,16 +109,14 @@ def _ran_on(meta, runner) -> str:
 
 def _runner_opts(meta, runner, opt_in: dict[str, bool], opt_out: dict[str, bool], streams: int) -> dict:
     """TensorRT: the installed version's trtexec defaults changed by the flags given (notes printed)."""
-    given = [f for f, on in {**{f"--{k.replace('_', '-')}": v for k, v in opt_in.items()},
-                             "--no-cuda-graph": opt_out["cuda_graph"], "--no-spin-wait": opt_out["spin_wait"],
-                             "--include-data-transfers": opt_out["no_data_transfers"]}.items() if on]
+    from harness.backends.tensorrt.timing import SETTINGS, resolve
+
+    given = [flag for name, on, off in SETTINGS for flag, used in ((on, opt_in[name]), (off, opt_out[name])) if used]
     if meta.backend != "tensorrt":
         if given or streams > 1:
             raise HarnessError(f"{', '.join(given + (['--streams'] if streams > 1 else []))} apply to tensorrt "
                                "engines only")
         return {}
-    from harness.backends.tensorrt.timing import resolve
-
     settings, notes = resolve(runner.convention, opt_in, opt_out)
     for note in notes:
         click.echo(f"note: {note}", err=True)
