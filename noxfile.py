@@ -2,7 +2,7 @@
 
     nox              # = nox -s tests: the CPU suite
     nox -s lint      # ruff
-    nox -s gpu       # tests marked gpu: needs a CUDA GPU and `pip install -e '.[gpu]'`
+    nox -s gpu       # tests marked gpu: needs a CUDA GPU and torch's CUDA; TensorRT ones skip without tensorrt
     nox -s bench     # every benchmarks/bench_*.py, printing its figures
 """
 

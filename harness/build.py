@@ -164,10 +164,15 @@ def engine_paths(spec: ModelSpec, backend, options: BuildOptions, onnx_sha: str,
     return key, engines_dir / f"{stem}{backend.suffix}", engines_dir / f"{stem}.json"
 
 
+def backend_for(name: str, cuda_binding: str = "auto"):
+    """The backend; TensorRT's runs through the CUDA binding asked for (the others use no CUDA layer)."""
+    return get_backend(name, cuda_binding=cuda_binding) if name == "tensorrt" else get_backend(name)
+
+
 def cached_engine(spec: ModelSpec, backend_name: str, options: BuildOptions, onnx_path: Path,
-                  engines_dir: Path) -> EngineMeta | None:
+                  engines_dir: Path, cuda_binding: str = "auto") -> EngineMeta | None:
     """The verified cache entry build_artifact would reuse, without building anything."""
-    backend = get_backend(backend_name)
+    backend = backend_for(backend_name, cuda_binding)
     _, artifact, meta_path = engine_paths(spec, backend, options, sha256_file(onnx_path), engines_dir)
     return _cached(meta_path, artifact)
 
@@ -181,9 +186,10 @@ def build_artifact(
     onnx_path: Path | None = None,
     log=None,
     verify: str = "strict",
+    cuda_binding: str = "auto",
 ) -> tuple[EngineMeta, bool]:
     """Return (metadata, cache_hit); a truncated or mismatched artifact is rebuilt, never loaded."""
-    backend = get_backend(backend_name)
+    backend = backend_for(backend_name, cuda_binding)
     if options.precision not in backend.precisions:
         raise HarnessError(
             f"--precision {options.precision} is not supported by backend {backend_name}: "
@@ -235,7 +241,7 @@ def sidecar_of(path: Path) -> Path:
     return path if path.suffix == ".json" else path.with_suffix(".json")
 
 
-def load_engine(path: Path) -> tuple[EngineMeta, Runner]:
+def load_engine(path: Path, cuda_binding: str = "auto") -> tuple[EngineMeta, Runner]:
     """Open an artifact (or its sidecar), verifying its hash so a corrupt file fails with a clear line."""
     path = Path(path)
     meta_path = sidecar_of(path)
@@ -248,7 +254,7 @@ def load_engine(path: Path) -> tuple[EngineMeta, Runner]:
     if not artifact.is_file() or _cached(meta_path, artifact) is None:
         raise HarnessError(f"engine {artifact}: missing, truncated or modified since it was built; "
                            "rebuild with harness build-engine")
-    return meta, get_backend(meta.backend).load(artifact, meta.build_options)
+    return meta, backend_for(meta.backend, cuda_binding).load(artifact, meta.build_options)
 
 
 def check_input_shape(meta: EngineMeta, shape: tuple[int, ...], option: str = "--shape") -> None:

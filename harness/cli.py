@@ -24,6 +24,7 @@ COMMANDS = {
     "qat": "quantize:qat",
     "inspect": "quantize:inspect_cmd",
     "inspect-engine": "engine_inspect:inspect_engine",
+    "profile": "engine_inspect:profile_cmd",
     "sweep": "sweep:sweep",
     "report": "report:report",
 }

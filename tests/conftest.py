@@ -44,13 +44,13 @@ def _gpu_skip_reason(needs_tensorrt: bool) -> str | None:
 
     if not torch.cuda.is_available():
         return "no CUDA GPU"
-    if needs_tensorrt and not all(importlib.util.find_spec(m) for m in ("tensorrt", "pycuda")):
+    if needs_tensorrt and not importlib.util.find_spec("tensorrt"):
         return "tensorrt not installed: pip install -e '.[gpu]'"
     return None
 
 
 def pytest_runtest_setup(item):
-    """`@pytest.mark.gpu` needs a CUDA GPU; `@pytest.mark.gpu(tensorrt=True)` needs tensorrt and pycuda too."""
+    """`@pytest.mark.gpu` needs a CUDA GPU (torch's CUDA); `@pytest.mark.gpu(tensorrt=True)` needs tensorrt too."""
     marker = item.get_closest_marker("gpu")
     if marker is not None:
         reason = _gpu_skip_reason(marker.kwargs.get("tensorrt", False))
@@ -60,22 +60,34 @@ def pytest_runtest_setup(item):
 
 @pytest.fixture
 def fake_gpu(monkeypatch):
-    """Install test doubles of tensorrt and pycuda into sys.modules: call with the TensorRT version to fake.
+    """Install test doubles of tensorrt and a CUDA binding into sys.modules: call with the TensorRT version.
 
+    binding="pycuda" (default) installs pycuda's double and cuda-python's (as `.[gpu]` + `.[pycuda]` would, so
+    `auto` picks pycuda and graphs are captured through cuda-python); binding="cuda-python" hides pycuda;
+    binding="torch" hides both and puts torch's double in place of torch for the test (harness imports torch
+    lazily), so `auto` falls back to torch.
     Returns (gpu, trt): the simulated device (call log, clock, memory, failure switches) and the fake module.
     """
     import sys
 
+    from fakes.fake_cudart import make_cuda_python
     from fakes.fake_pycuda import FakeGpu, make_pycuda
     from fakes.fake_tensorrt import make_tensorrt
 
-    def install(version="10.9.0", **kwargs):
+    def install(version="10.9.0", binding="pycuda", **kwargs):
         gpu = FakeGpu(**{k: kwargs.pop(k) for k in ("name", "capability", "compute_ms", "copy_ms") if k in kwargs})
         trt = make_tensorrt(version, gpu, **kwargs)
-        package, driver = make_pycuda(gpu)
         monkeypatch.setitem(sys.modules, "tensorrt", trt)
+        for name, module in make_cuda_python(gpu).items():
+            monkeypatch.setitem(sys.modules, name, None if binding == "torch" else module)
+        package, driver = make_pycuda(gpu) if binding == "pycuda" else (None, None)
         monkeypatch.setitem(sys.modules, "pycuda", package)
         monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
+        if binding == "torch":
+            from fakes.fake_torch import make_torch
+
+            for name, module in make_torch(gpu).items():
+                monkeypatch.setitem(sys.modules, name, module)
         return gpu, trt
 
     return install

@@ -73,8 +73,11 @@ def test_int8_engine_runs_int8_layers_and_reports_the_shortfall(gpu_engines):
     assert table["tactic"].str.len().gt(0).all()
 
 
-@pytest.mark.parametrize("opts", [{}, {"cuda_graph": True}, {"no_data_transfers": True}, {"spin_wait": True}])
+@pytest.mark.parametrize("opts", [{}, {"cuda_graph": True}, {"cuda_graph": False}, {"no_data_transfers": True},
+                                  {"no_data_transfers": False}, {"spin_wait": True}, {"streams": 2}])
 def test_trtexec_style_timing_on_the_gpu(gpu_engines, opts):
+    from harness.backends.tensorrt.timing import defaults
+
     meta, _ = build("fp16", gpu_engines)
     _, runner = load_engine(meta.artifact)
     try:
@@ -82,12 +85,12 @@ def test_trtexec_style_timing_on_the_gpu(gpu_engines, opts):
                         **opts)
     finally:
         runner.close()
+    settings = {**defaults(t.convention), **opts}
     compute = t.components["gpu_compute_ms"]
     assert t.queries >= 50 and t.wall_s >= 0.5 and (compute > 0).all()
     assert np.median(t.latency_ms) >= np.median(compute)
-    assert ("h2d_ms" in t.components) == (not opts.get("no_data_transfers"))
-    if opts.get("cuda_graph"):
-        assert "CUDA graph" in t.includes
+    assert ("h2d_ms" in t.components) == (not settings["no_data_transfers"])
+    assert ("CUDA graph" in t.includes) == settings["cuda_graph"]
 
 
 def test_cli_build_bench_eval_inspect(run_cli, gpu_engines):

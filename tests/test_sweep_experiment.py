@@ -1,11 +1,12 @@
 """Experiment files are read strictly, the matrix expands as documented, and shards partition it."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from harness.errors import HarnessError
-from harness.sweep.experiment import load_experiment
+from harness.sweep.experiment import LATER_TIMING_KEYS, load_experiment
 from harness.sweep.matrix import Cell, baseline_of, cell_id, check_baseline, expand, parse_shard, shard, work_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +40,8 @@ def write(tmp_path, text: str) -> Path:
          ["datasets: 'mnist' is not allowed", "imagefolder:PATH"]),
         ("models: [digits-resnet]\nprecisions: [int8]\nquantization: {quantize_head: yes please}\n",
          ["quantization.quantize_head: 'yes please' must be true or false"]),
+        ("models: [digits-resnet]\nprecisions: [fp32]\ntiming: {cuda_binding: cupy}\n",
+         ["timing.cuda_binding: 'cupy'", "auto, cuda-python, pycuda, torch"]),
         ("precisions: [fp32]\n", ["models: is required"]),
         ("models: [digits-resnet\n", ["not valid YAML"]),
     ],
@@ -77,6 +80,12 @@ def test_cell_ids_are_content_hashes(tmp_path):
     a, b = load_experiment(write(tmp_path, text)), load_experiment(write(tmp_path, text))
     assert [cell_id(a, c) for c in expand(a)] == [cell_id(b, c) for c in expand(b)]
     assert len({cell_id(a, c) for c in expand(a)}) == 2
+    ids = [cell_id(a, c) for c in expand(a)]
+    # timing keys added later, at their defaults, hash as the timing section did before them: stored ids hold
+    before = dataclasses.replace(a, timing={k: v for k, v in a.timing.items() if k not in LATER_TIMING_KEYS})
+    assert [cell_id(before, c) for c in expand(before)] == ids
+    profiled = load_experiment(write(tmp_path, text + "timing: {profile: true}\n"))
+    assert not set(cell_id(profiled, c) for c in expand(profiled)) & set(ids)
     longer = load_experiment(write(tmp_path, text + "timing: {duration_s: 5}\n"))
     assert not {cell_id(a, c) for c in expand(a)} & {cell_id(longer, c) for c in expand(longer)}
 

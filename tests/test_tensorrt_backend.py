@@ -1,11 +1,14 @@
 """The TensorRT backend on CPU, through test doubles of tensorrt 10.x/11.x and pycuda (tests/fakes)."""
 
+import json
 import re
 import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from fakes import CUDA_BINDINGS
 from fakes.tiny_onnx import tiny_onnx
 
 from harness.backends.base import BuildOptions, Timing, get_backend
@@ -47,7 +50,7 @@ def test_builder_sets_profile_workspace_level_verbosity_and_timing_cache(fake_gp
     assert ("set_shape", "input", (1, 1, 32, 32), (8, 1, 32, 32), (32, 1, 32, 32)) in gpu.calls
     assert ("set_memory_pool_limit", trt.MemoryPoolType.WORKSPACE, 512 << 20) in gpu.calls
     assert (tmp_path / "tensorrt-timing.cache").read_bytes().startswith(b"FAKETC")
-    plan = trt.Runtime(None).deserialize_cuda_engine((tmp_path / "a.engine").read_bytes()).plan
+    plan = trt.Runtime(None).deserialize_cuda_engine((tmp_path / "a.engine").read_bytes())._plan
     assert plan["strongly_typed"]
 
 
@@ -104,13 +107,33 @@ def test_without_a_gpu_the_errors_say_so(fake_gpu, tmp_path, onnx_file):
         backend.build(onnx_file, tmp_path / "a.engine", OPTIONS)
 
 
-def test_missing_pycuda_is_one_line_naming_the_extra(fake_gpu, monkeypatch, run_cli):
+@pytest.mark.parametrize("binding, hidden, line", [
+    ("pycuda", "pycuda", "pycuda is not installed: install it with pip install -e '.[pycuda]'"),
+    ("cuda-python", "cuda.bindings", "cuda-python is not installed: install it with pip install -e '.[gpu]'"),
+    ("auto", "tensorrt", "tensorrt is not installed: install it with pip install -e '.[gpu]'"),
+])
+def test_a_missing_provider_is_one_line_naming_its_extra(fake_gpu, monkeypatch, run_cli, binding, hidden, line):
     fake_gpu("10.9.0")
-    monkeypatch.setitem(sys.modules, "pycuda", None)
-    result = run_cli("build-engine", "--backend", "tensorrt")
+    monkeypatch.setitem(sys.modules, hidden, None)
+    result = run_cli("build-engine", "--backend", "tensorrt", "--cuda-binding", binding)
     assert result.exit_code == 2
-    assert result.output.strip().splitlines()[-1] == (
-        "Error: pycuda is not installed: install it with pip install -e '.[gpu]'")
+    assert result.output.strip().splitlines()[-1] == f"Error: {line}"
+
+
+def test_auto_takes_pycuda_then_cuda_python(fake_gpu):
+    from harness.cuda import resolve_binding
+
+    fake_gpu("10.9.0", binding="pycuda")
+    assert resolve_binding("auto") == "pycuda"
+    fake_gpu("10.9.0", binding="cuda-python")
+    assert resolve_binding("auto") == "cuda-python"
+
+
+def test_cuda_binding_and_trtexec_flags_are_refused_for_other_backends(run_cli, digits_engine):
+    result = run_cli("bench", digits_engine.artifact, "--cuda-binding", "torch", "--duration", 0)
+    assert result.exit_code == 2 and "--cuda-binding torch applies to tensorrt engines only" in result.output
+    result = run_cli("bench", digits_engine.artifact, "--no-cuda-graph", "--streams", 2, "--duration", 0)
+    assert result.exit_code == 2 and "--no-cuda-graph, --streams apply to tensorrt engines only" in result.output
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -154,11 +177,14 @@ def test_timing_cache_is_reused_and_a_foreign_one_replaced(fake_gpu, tmp_path, o
     assert (tmp_path / "engines" / "tensorrt-timing.cache").read_bytes() == b"FAKETC1"
 
 
+@pytest.mark.parametrize("binding", CUDA_BINDINGS)
 @pytest.mark.parametrize("version", VERSIONS)
-def test_runtime_binds_every_tensor_by_name_and_runs_on_its_own_stream(fake_gpu, tmp_path, onnx_file, version):
-    gpu, _ = fake_gpu(version)
+def test_runtime_binds_every_tensor_by_name_and_runs_on_its_own_stream(fake_gpu, tmp_path, onnx_file, version,
+                                                                        binding):
+    gpu, _ = fake_gpu(version, binding)
     meta, _ = build(tmp_path, onnx_file)
     _, runner = load_engine(meta.artifact)
+    assert runner.cuda_binding == binding
     x = np.random.default_rng(0).standard_normal((3, 1, 32, 32)).astype(np.float32)
     np.testing.assert_allclose(runner.infer(x), expected_logits(x), rtol=1e-5)
 
@@ -166,9 +192,9 @@ def test_runtime_binds_every_tensor_by_name_and_runs_on_its_own_stream(fake_gpu,
     assert ("set_input_shape", "input", (3, 1, 32, 32), True) in gpu.calls
     handles = {c[1] for c in gpu.calls if c[0] == "execute_async_v3"}
     assert handles == {runner.stream.handle} and 0 not in handles
-    assert {c[2] for c in gpu.calls if c[0].startswith("memcpy_") and c[0].endswith("_async")} == handles
+    assert {c[1] for c in gpu.calls if c[0] in ("htod", "dtoh")} == handles
     runner.close()
-    assert gpu.count("ctx.push") == gpu.count("ctx.pop") == 1
+    assert gpu.count("ctx.push") == gpu.count("ctx.pop") and (gpu.count("ctx.push") > 0) == (binding == "pycuda")
 
 
 def test_a_batch_outside_the_profile_and_a_foreign_engine_are_refused(fake_gpu, tmp_path, onnx_file):
@@ -182,10 +208,12 @@ def test_a_batch_outside_the_profile_and_a_foreign_engine_are_refused(fake_gpu, 
         get_backend("tensorrt").load(Path(meta.artifact), OPTIONS)
 
 
-@pytest.fixture
-def runner_for(fake_gpu, tmp_path, onnx_file):
+@pytest.fixture(params=CUDA_BINDINGS)
+def runner_for(fake_gpu, tmp_path, onnx_file, request):
+    """A loaded engine on each CUDA binding with a double: the timing code is written once for all of them."""
+
     def make(**kwargs):
-        gpu, _ = fake_gpu("10.9.0", **kwargs)
+        gpu, _ = fake_gpu("10.9.0", request.param, **kwargs)
         meta, _ = build(tmp_path, onnx_file)
         return gpu, load_engine(meta.artifact)[1]
 
@@ -213,7 +241,7 @@ def test_no_data_transfers_times_the_engine_alone(runner_for):
     t = runner.time(X, warmup_s=0.0, iterations=10, duration_s=0.0, no_data_transfers=True)
     assert "h2d_ms" not in t.components and "d2h_ms" not in t.components
     np.testing.assert_allclose(t.latency_ms, t.components["gpu_compute_ms"])
-    assert gpu.count("memcpy_htod_async") == 0 and gpu.count("memcpy_htod") == 1
+    assert gpu.count("htod") == 1 and gpu.count("dtoh") == 0  # the input, once
     assert "GPU compute only" in t.includes
 
 
@@ -234,7 +262,8 @@ def test_failed_capture_falls_back_to_plain_enqueue(runner_for):
     gpu, runner = runner_for()
     gpu.capture_fails = True
     t = runner.time(X, warmup_s=0.0, iterations=10, duration_s=0.0, cuda_graph=True)
-    assert "CUDA graph capture failed (cuStreamEndCapture failed" in t.includes
+    assert re.search(r"CUDA graph capture failed \((cudaStreamEndCapture failed: cudaErrorStreamCaptureInvalidated|"
+                     r"CUDA error: operation failed due to a previous error during capture)\)", t.includes)
     assert gpu.count("graph.launch") == 0 and gpu.count("execute_async_v3") >= 11
     np.testing.assert_allclose(t.components["gpu_compute_ms"], 1.0)
 
@@ -266,6 +295,74 @@ def test_trtexec_cv_threshold_and_warnings(runner_for):
     assert any("--no-data-transfers" in w for w in latency_stats(transfer_bound).warnings())
 
 
+def test_warnings_name_the_flags_of_the_convention_that_ran():
+    steady, wobbly = np.full(10, 1.0), np.tile([1.0, 1.1], 5)
+    components = {"gpu_compute_ms": wobbly, "enqueue_ms": steady * 0.9, "h2d_ms": steady * 2}
+    v10 = latency_stats(Timing(steady, 1.0, 1, "", components, convention="trtexec 10")).warnings(0.025)
+    v11 = latency_stats(Timing(steady, 1.0, 1, "", components, convention="trtexec 11", streams=2)).warnings(0.025)
+    assert any("GPU compute time is unstable" in w and "lock the GPU clocks" in w and "--spin-wait" in w for w in v10)
+    assert any("try --cuda-graph" in w for w in v10) and any("--no-data-transfers times" in w for w in v10)
+    assert any("drop --no-cuda-graph" in w for w in v11) and any("drop --include-data-transfers" in w for w in v11)
+    assert any("2 streams" in w and "latencies are not reliable" in w for w in v11)
+    assert not any("streams" in w for w in v10)
+
+
+def test_tensorrt_11_times_as_trtexec_11_by_default(fake_gpu, tmp_path, onnx_file):
+    gpu, _ = fake_gpu("11.0.0")
+    meta, _ = build(tmp_path, onnx_file)
+    _, runner = load_engine(meta.artifact)
+    t = runner.time(X, warmup_s=0.0, iterations=10, duration_s=0.0)
+    assert t.convention == "trtexec 11" and t.includes.startswith("trtexec 11 convention")
+    assert "h2d_ms" not in t.components and "CUDA graph launch" in t.includes and "spin wait" in t.includes
+    assert gpu.count("graph.launch") >= 10 and {c[1] for c in gpu.calls if c[0] == "Event"} == {0}
+    opted_out = runner.time(X, 0.0, 10, 0.0, cuda_graph=False, no_data_transfers=False, spin_wait=False)
+    assert "h2d_ms" in opted_out.components and "execute_async_v3" in opted_out.includes
+    assert "blocking-sync events" in opted_out.includes
+
+
+def test_one_query_is_in_flight_ahead_of_the_one_waited_on(runner_for):
+    gpu, runner = runner_for()
+    runner.time(X, warmup_s=0.0, iterations=20, duration_s=0.0)
+    names = [c[0] for c in gpu.calls if c[0] in ("execute_async_v3", "event.synchronize")]
+    ahead = sum(names[:i].count("execute_async_v3") >= names[:i].count("event.synchronize") + 2
+                for i, n in enumerate(names) if n == "event.synchronize")
+    assert ahead >= 19  # every wait but the last of each phase has the next query already enqueued
+
+
+def test_streams_run_one_context_per_stream(runner_for):
+    gpu, runner = runner_for()
+    t = runner.time(X, warmup_s=0.0, iterations=20, duration_s=0.0, streams=3)
+    handles = [c[1] for c in gpu.calls if c[0] == "execute_async_v3"]
+    assert len(set(handles)) == 3 and t.streams == 3 and "3 streams, one execution context each" in t.includes
+    assert max(handles.count(h) for h in set(handles)) - min(handles.count(h) for h in set(handles)) <= 1
+    np.testing.assert_allclose(t.components["gpu_compute_ms"], 1.0)
+    assert len(runner.lanes) == 3 and len({id(lane.context) for lane in runner.lanes}) == 3
+
+
+def test_bench_follows_the_installed_tensorrt(fake_gpu, run_cli, tmp_path, onnx_file):
+    fake_gpu("11.0.0")
+    engine = build(tmp_path, onnx_file)[0].artifact
+    quick = ["--warmup", 0, "--iterations", 10, "--duration", 0]
+    v11 = run_cli("bench", engine, *quick)
+    assert v11.exit_code == 0 and v11.output.splitlines()[0].endswith(
+        "trtexec 11 convention; latency = GPU compute only (no data transfers: input and output stay on the GPU); "
+        "gpu_compute = the engine's enqueued work (CUDA events, non-default stream); enqueue = host time of CUDA "
+        "graph launch; host = host wall time per query including synchronization; throughput = samples / host "
+        "wall time, one query in flight ahead; events polled (spin wait)")
+    out = run_cli("bench", engine, *quick, "--no-cuda-graph", "--include-data-transfers", "--no-spin-wait",
+                  "--cuda-graph", "--streams", 2)
+    assert out.exit_code != 0 and "--cuda-graph and --no-cuda-graph contradict each other" in out.output
+    out = run_cli("bench", engine, *quick, "--include-data-transfers", "--spin-wait", "--streams", 2)
+    assert out.exit_code == 0, out.output
+    assert "h2d_ms p50_ms" in out.output and "2 streams" in out.output
+    assert "note: --spin-wait is the default with TensorRT 11" in out.output
+    assert "latencies are not reliable" in out.output
+    fake_gpu("10.9.0")
+    engine = build(tmp_path, onnx_file)[0].artifact
+    v10 = run_cli("bench", engine, *quick)
+    assert "trtexec 10 convention; latency = H2D + GPU compute + D2H" in v10.output.splitlines()[0]
+
+
 def test_cli_build_bench_eval_on_tensorrt(fake_gpu, run_cli, digits_engine, engines_dir):
     fake_gpu("10.9.0", compute_ms=(1.0, 1.1))
     args = ["build-engine", "--backend", "tensorrt", "--engines-dir", engines_dir, "--max-batch", 64]
@@ -275,9 +372,69 @@ def test_cli_build_bench_eval_on_tensorrt(fake_gpu, run_cli, digits_engine, engi
     engine = again.output.strip().split()[-1]
     assert again.output.startswith("cache hit") and engine.endswith(".engine")
 
-    bench = run_cli("bench", engine, "--warmup", 0, "--iterations", 20, "--duration", 0, "--cuda-graph")
+    bench = run_cli("bench", engine, "--warmup", 0, "--iterations", 20, "--duration", 0, "--cuda-graph",
+                    "--json", "bench.json")
     assert bench.exit_code == 0, bench.output
+    assert "(tensorrt, fp32, cuda-binding pycuda)" in bench.output.splitlines()[0]
+    assert json.loads(Path("bench.json").read_text())["cuda_binding"] == "pycuda"
     assert "latency = H2D + GPU compute + D2H" in bench.output and "gpu_compute_ms p50_ms" in bench.output
     assert "h2d_ms p99_ms" in bench.output and "CUDA graph launch" in bench.output and "> 2.5 %" in bench.output
     evaluated = run_cli("eval", engine, "--limit", 64)
     assert evaluated.exit_code == 0 and "top1 agreement with fp32 torch" in evaluated.output
+
+
+TRACE = {"Reformatting CopyNode for Input Tensor 0 to /conv1/Conv": (0.05,), "/conv1/Conv": (0.2,),
+         "/conv2/Conv": (0.3, 0.5), "/fc/Gemm": (0.35,)}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_profile_joins_the_profiler_trace_to_the_layer_table(fake_gpu, run_cli, tmp_path, version):
+    """A synthetic profiler trace through the double: shares by precision and type, files, the caveat."""
+    gpu, _ = fake_gpu(version)
+    gpu.layer_trace.update(TRACE)
+    engine = build(tmp_path, tiny_onnx(tmp_path / "qdq.onnx", qdq=True))[0].artifact
+    result = run_cli("profile", engine, "--iterations", 10, "--duration", 0, "--out", tmp_path / "prof")
+    assert result.exit_code == 0, result.output
+    stem = Path(engine).stem
+    table = pd.read_csv(tmp_path / "prof" / f"{stem}.profile.csv").set_index("name")
+    assert table.loc["/conv2/Conv", "mean_ms"] == pytest.approx(0.4) and table.loc["/conv2/Conv", "runs"] == 10
+    assert table.loc["/conv2/Conv", "precision"] == "INT8" and table.loc["/fc/Gemm", "precision"] == "FP32"
+    assert table.loc["/conv1/Conv", "type"] == "CaskConvolution" and "i8i8" in table.loc["/conv1/Conv", "tactic"]
+    assert table["share_pct"].sum() == pytest.approx(100.0)
+    summary = json.loads((tmp_path / "prof" / f"{stem}.summary.json").read_text())
+    assert summary["profile_int8_pct"] == pytest.approx(60.0) and summary["profile_fp32_pct"] == pytest.approx(35.0)
+    assert summary["profile_reformat_pct"] == pytest.approx(5.0) and summary["profile_layers_sum_ms"] == 1.0
+    by_type = pd.read_csv(tmp_path / "prof" / f"{stem}.by_type.csv").set_index("type")
+    assert by_type.loc["CaskConvolution", "share_pct"] == pytest.approx(60.0)
+    assert (tmp_path / "prof" / f"{stem}.profile.png").read_bytes().startswith(b"\x89PNG")
+    assert "INT8" in result.output and "60.0 %" in result.output
+    assert "sum of layers 1 ms vs whole-engine GPU compute p50 1 ms" in result.output
+    assert "the sum of the layers exceeds the whole engine's GPU compute" in result.output
+    # the profiled run is a context of its own, and the timed one ran without a profiler
+    contexts = {c[1] for c in gpu.calls if c[0] == "set_tensor_address"}
+    assert contexts == {"input", "logits"}
+
+
+def test_profile_refuses_other_backends(run_cli, digits_engine):
+    result = run_cli("profile", digits_engine.artifact)
+    assert result.exit_code == 2 and "profile reads TensorRT engines" in result.output
+
+
+def test_sweep_profiles_tensorrt_cells_and_the_report_shows_them(fake_gpu, run_cli, engines_dir, tmp_path,
+                                                                 monkeypatch):
+    fake_gpu("11.0.0", "cuda-python")
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # no NVML: the GPU columns are empty, not invented
+    (tmp_path / "trt.yaml").write_text(
+        "name: trt\nmodels: [digits-resnet]\nbackends: [tensorrt]\nprecisions: [fp32]\nbatch_sizes: [2]\n"
+        "timing: {warmup_s: 0, iterations: 3, duration_s: 0, repeats: 1, profile: true, cuda_binding: auto}\n"
+        "evaluation: {limit: 32}\n")
+    result = run_cli("sweep", tmp_path / "trt.yaml", "--engines-dir", engines_dir)
+    assert result.exit_code == 0, result.output
+    row = pd.read_parquet(Path("reports/trt/results.parquet")).iloc[0]
+    assert row["status"] == "ok", row["error"]
+    assert row["cuda_binding"] == "cuda-python" and row["timing_convention"] == "trtexec 11"
+    assert row["profile_fp32_pct"] + row["profile_reformat_pct"] == pytest.approx(100.0)
+    assert row["profile_layers"] > 1 and row["gpu_compute_p50_ms"] == pytest.approx(1.0)
+    assert (Path("reports/trt") / row["profile_table"]).is_file()  # relative to the sweep folder, as layer_table
+    assert "Per-layer profile" in Path("reports/trt/report.md").read_text()
+    assert row[["gpu_sm_clock_mhz_before", "gpu_power_w_after", "gpu_throttle_after", "gpu_state_note"]].isna().all()

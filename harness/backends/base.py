@@ -36,7 +36,8 @@ class Timing:
     """Per-query latencies of a timed loop and what they include.
 
     `latency_ms` is the figure a user waits for (named by `includes`); `components` holds the parts a backend
-    can separate, such as gpu_compute_ms, h2d_ms, d2h_ms, enqueue_ms.
+    can separate, such as gpu_compute_ms, h2d_ms, d2h_ms, enqueue_ms. `convention` names the timing defaults
+    that applied (TensorRT: "trtexec 10" or "trtexec 11"); `streams` how many ran queries at once.
     """
 
     latency_ms: np.ndarray
@@ -44,6 +45,8 @@ class Timing:
     batch: int
     includes: str
     components: dict[str, np.ndarray] = field(default_factory=dict)
+    convention: str = ""
+    streams: int = 1
 
     @property
     def queries(self) -> int:

@@ -35,6 +35,11 @@ class TorchRunner(Runner):
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         self.model = load_model(spec).to(self.device, self.dtype)
 
+    @property
+    def on_gpu(self) -> bool:
+        """A CUDA run's rows carry the GPU's state (harness.measure.gpu_state)."""
+        return self.device.type == "cuda"
+
     def _forward(self, x):
         with self.torch.inference_mode():
             return self.model(x)

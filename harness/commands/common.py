@@ -42,6 +42,22 @@ def build_options(f):
     f = click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)(f)
     return f
 
+def cuda_binding_option(f):
+    from harness.cuda import BINDINGS
+
+    return click.option("--cuda-binding", type=click.Choice(BINDINGS), default="auto", show_default=True,
+                        help="TensorRT: the CUDA binding for buffers, streams, events and graphs: cuda-python "
+                             "(.[gpu]), pycuda (.[pycuda]) or torch; auto = pycuda if installed, then "
+                             "cuda-python, then torch.")(f)
+
+
+def check_cuda_binding(backend: str, cuda_binding: str) -> None:
+    from harness.errors import HarnessError
+
+    if backend != "tensorrt" and cuda_binding != "auto":
+        raise HarnessError(f"--cuda-binding {cuda_binding} applies to tensorrt engines only, not {backend}")
+
+
 def verify_option(f):
     from harness.export.verify import LEVELS
 

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import click
+import numpy as np
 
 from harness.build import load_engine
-from harness.commands.common import print_table, write_json
+from harness.commands.common import cuda_binding_option, print_table, write_json
 from harness.errors import HarnessError
 
 
@@ -83,3 +84,61 @@ def inspect_engine(engine, layer_info, onnx_path, out, all_layers):
     (out / f"{name}.inspector.json").write_text(json.dumps(info, indent=2))
     write_json(out / f"{name}.summary.json", facts)
     click.echo(f"wrote {out / name}.{{layers.csv,summary.json,inspector.json}}")
+
+
+@click.command("profile")
+@click.argument("engine", type=click.Path(path_type=Path))
+@click.option("--batch", type=click.IntRange(1), default=None, help="Batch size (default: the engine's opt).")
+@click.option("--iterations", type=click.IntRange(1), default=50, show_default=True,
+              help="Profiled executions (each reports every layer).")
+@click.option("--duration", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Seconds of the timed run before it, which gives the whole-engine GPU compute.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reports") / "profile", show_default=True,
+              help="Folder for <engine>.profile.csv, .by_type.csv, .by_precision.csv, .profile.png, .summary.json.")
+@click.option("--all-layers", is_flag=True, help="Print every layer, not only the slowest 15.")
+@cuda_binding_option
+def profile_cmd(engine, batch, iterations, duration, out, all_layers, cuda_binding):
+    """Per-layer profile of a TensorRT engine: a timed run, then a separate run with TensorRT's profiler.
+
+    Per layer: mean ms and share of the sum, with the inspector's type, precisions and tactic; totals by layer
+    type and by precision (% of latency in INT8 / FP16 / FP32, and reformat layers).
+    """
+    from harness.backends.tensorrt import inspector
+    from harness.backends.tensorrt import profile as prof
+    from harness.build import check_input_shape
+    from harness.data.datasets import SyntheticDataset
+
+    meta, runner = load_engine(engine, cuda_binding)
+    if meta.backend != "tensorrt":
+        raise HarnessError(f"{engine} is a {meta.backend} artifact; profile reads TensorRT engines "
+                           "(build one with --backend tensorrt)")
+    binding = runner.cuda_binding
+    try:
+        dims = (batch or meta.batch[1], *meta.input_shape)
+        check_input_shape(meta, dims, "--batch")
+        x = np.resize(SyntheticDataset(meta.spec).take("val", 1)[0], dims).astype(np.float32)
+        timed = runner.time(x, 0.2, 10, duration)
+        compute = float(np.median(timed.components["gpu_compute_ms"]))
+        table = prof.profile_table(runner.layer_times(x, iterations),
+                                   inspector.parse_engine_information(runner.engine_information(), str(engine)))
+    finally:
+        runner.close()
+    facts = prof.summary(table, compute)
+    shown = table if all_layers else table.nlargest(15, "mean_ms")
+    print_table([(f"{r.name[:60]} [{r.type}, {r.precision}]", f"{r.mean_ms:.4g} ms  {r.share_pct:.1f} %")
+                 for r in shown.itertuples()],
+                f"{Path(meta.artifact).name}: {'all' if all_layers else 'slowest'} {len(shown)} of {len(table)} "
+                f"layers, batch {dims[0]}, {iterations} profiled runs")
+    by_precision = prof.totals(table, "precision")
+    print_table([(r.precision, f"{r.share_pct:.1f} %  ({r.layers} layers, {r.mean_ms:.4g} ms)")
+                 for r in by_precision.itertuples()], "% of latency by precision")
+    by_type = prof.totals(table, "type")
+    print_table([(r.type, f"{r.share_pct:.1f} %  ({r.layers} layers)") for r in by_type.itertuples()],
+                "% of latency by layer type")
+    click.echo(f"sum of layers {facts['profile_layers_sum_ms']:.4g} ms vs whole-engine GPU compute p50 "
+               f"{compute:.4g} ms ({timed.convention} timed run): {prof.CAVEAT}")
+    paths = prof.write(table, out, Path(meta.artifact).stem)
+    paths["summary"] = write_json(Path(out) / f"{Path(meta.artifact).stem}.summary.json",
+                                  {"engine": meta.artifact, "batch": dims[0], "iterations": iterations,
+                                   "cuda_binding": binding, "caveat": prof.CAVEAT, **facts})
+    click.echo("wrote " + ", ".join(str(p) for p in paths.values()))

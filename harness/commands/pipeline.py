@@ -12,6 +12,8 @@ from harness.build import build_artifact, check_input_shape, load_engine
 from harness.commands.common import (
     FILE_OUT,
     build_options,
+    check_cuda_binding,
+    cuda_binding_option,
     make_build_options,
     model_options,
     print_table,
@@ -23,6 +25,7 @@ from harness.commands.common import (
 from harness.data.datasets import SyntheticDataset, dataset_names, resolve_dataset
 from harness.errors import HarnessError
 from harness.measure.evaluate import evaluate
+from harness.measure.gpu_state import GpuMonitor
 from harness.measure.latency import CV_WARN, latency_stats
 from harness.models.registry import BUNDLED_WEIGHTS, parse_shape, resolve_model
 
@@ -87,26 +90,51 @@ def export(model_name, weights, input_shape, precision, quant_file, verify_level
               help="Quantization checkpoint from harness quantize (int8, int8-fp16).")
 @quant_options
 @verify_option
+@cuda_binding_option
 def build_engine_cmd(model_name, weights, input_shape, precision, backend, min_batch, opt_batch, max_batch,
-                     workspace_mb, opt_level, engines_dir, quant_file, verify_level, **given):
+                     workspace_mb, opt_level, engines_dir, quant_file, verify_level, cuda_binding, **given):
     """Build (or reuse from the cache) a backend artifact with a JSON sidecar under engines/.
 
     Prints the artifact's path on stdout (progress goes to stderr), so ENGINE=$(harness build-engine ...) works.
     """
+    check_cuda_binding(backend, cuda_binding)
     quant = quant_request(precision, quant_file, **given)
     spec = _spec_for(model_name, weights, input_shape, quant)
     options = make_build_options(precision, min_batch, opt_batch, max_batch, workspace_mb, opt_level)
     meta, hit = build_artifact(spec, backend, options, engines_dir, quant=quant,
-                               log=lambda m: click.echo(m, err=True), verify=verify_level)
+                               log=lambda m: click.echo(m, err=True), verify=verify_level,
+                               cuda_binding=cuda_binding)
     click.echo(f"{'cache hit' if hit else f'built in {meta.build_s:.2f} s'}: {meta.artifact}", err=True)
     click.echo(meta.artifact)  # stdout holds the path alone: harness eval "$(harness build-engine ...)"
 
 
-def _runner_opts(backend: str, cuda_graph: bool, no_data_transfers: bool, spin_wait: bool) -> dict:
-    opts = {"cuda_graph": cuda_graph, "no_data_transfers": no_data_transfers, "spin_wait": spin_wait}
-    if backend != "tensorrt" and any(opts.values()):
-        raise HarnessError("--cuda-graph, --no-data-transfers and --spin-wait apply to tensorrt engines only")
-    return opts
+def _load(engine: Path, cuda_binding: str):
+    """load_engine, refusing a --cuda-binding for an engine that runs without the CUDA layer."""
+    meta, runner = load_engine(engine, cuda_binding)
+    check_cuda_binding(meta.backend, cuda_binding)
+    return meta, runner
+
+
+def _ran_on(meta, runner) -> str:
+    """backend, precision and, for TensorRT, the CUDA binding that ran: the title line of bench and eval."""
+    binding = getattr(runner, "cuda_binding", None)
+    return ", ".join([meta.backend, meta.precision] + ([f"cuda-binding {binding}"] if binding else []))
+
+
+def _runner_opts(meta, runner, opt_in: dict[str, bool], opt_out: dict[str, bool], streams: int) -> dict:
+    """TensorRT: the installed version's trtexec defaults changed by the flags given (notes printed)."""
+    from harness.backends.tensorrt.timing import SETTINGS, resolve
+
+    given = [flag for name, on, off in SETTINGS for flag, used in ((on, opt_in[name]), (off, opt_out[name])) if used]
+    if meta.backend != "tensorrt":
+        if given or streams > 1:
+            raise HarnessError(f"{', '.join(given + (['--streams'] if streams > 1 else []))} apply to tensorrt "
+                               "engines only")
+        return {}
+    settings, notes = resolve(runner.convention, opt_in, opt_out)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    return {**settings, "streams": streams}
 
 
 @click.command()
@@ -121,29 +149,48 @@ def _runner_opts(backend: str, cuda_graph: bool, no_data_transfers: bool, spin_w
 @click.option("--cv-warn", type=click.FloatRange(0), default=None,
               help=f"Warn when the latency coefficient of variation exceeds this (default {CV_WARN:g}; "
                    "tensorrt engines 0.025, as trtexec).")
-@click.option("--cuda-graph", is_flag=True, help="TensorRT: capture the enqueue in a CUDA graph.")
-@click.option("--no-data-transfers", is_flag=True, help="TensorRT: time without H2D/D2H copies.")
-@click.option("--spin-wait", is_flag=True, help="TensorRT: spin on events instead of blocking.")
+@click.option("--cuda-graph", is_flag=True, help="TensorRT 10: capture the enqueue in a CUDA graph (11: default).")
+@click.option("--no-data-transfers", is_flag=True,
+              help="TensorRT 10: time without H2D/D2H copies (11: default).")
+@click.option("--spin-wait", is_flag=True, help="TensorRT 10: spin on events instead of blocking (11: default).")
+@click.option("--no-cuda-graph", is_flag=True, help="TensorRT 11: plain enqueues instead of a CUDA graph.")
+@click.option("--include-data-transfers", is_flag=True, help="TensorRT 11: time the H2D/D2H copies too.")
+@click.option("--no-spin-wait", is_flag=True, help="TensorRT 11: blocking-sync events instead of spinning.")
+@click.option("--streams", type=click.IntRange(1), default=1, show_default=True,
+              help="TensorRT: N execution contexts on N streams, for throughput (latencies then unreliable).")
 @click.option("--json", "json_out", type=FILE_OUT, default=None,
               help="Where to write the results (default: reports/bench/<engine>-<NxCxHxW>.json).")
+@cuda_binding_option
 def bench(engine, batch, shape, warmup, iterations, duration, cv_warn, cuda_graph, no_data_transfers,
-          spin_wait, json_out):
-    """Time an engine: warm-up, then at least --iterations and --duration; percentiles, throughput, CV."""
-    meta, runner = load_engine(engine)
-    opts = _runner_opts(meta.backend, cuda_graph, no_data_transfers, spin_wait)
+          spin_wait, no_cuda_graph, include_data_transfers, no_spin_wait, streams, json_out, cuda_binding):
+    """Time an engine: warm-up, then at least --iterations and --duration; percentiles, throughput, CV.
+
+    TensorRT engines follow the installed TensorRT's trtexec: 11.x times with CUDA graphs, spin wait and no
+    data transfers by default (opt out with --no-cuda-graph, --no-spin-wait, --include-data-transfers); 10.x
+    with none of them (opt in with --cuda-graph, --spin-wait, --no-data-transfers).
+    """
+    meta, runner = _load(engine, cuda_binding)
+    opts = _runner_opts(meta, runner,
+                        {"cuda_graph": cuda_graph, "no_data_transfers": no_data_transfers, "spin_wait": spin_wait},
+                        {"cuda_graph": no_cuda_graph, "no_data_transfers": include_data_transfers,
+                         "spin_wait": no_spin_wait}, streams)
     dims = parse_shape(shape, "--shape") if shape else (batch or meta.batch[1], *meta.input_shape)
     check_input_shape(meta, dims, "--shape" if shape else "--batch")
     x = np.resize(SyntheticDataset(meta.spec).take("val", 1)[0], dims).astype(np.float32)
-    stats = latency_stats(runner.time(x, warmup, iterations, duration, **opts))
+    with GpuMonitor(enabled=getattr(runner, "on_gpu", False)) as gpu:
+        stats = latency_stats(runner.time(x, warmup, iterations, duration, **opts))
+    state = gpu.columns()
     rows = [(k, v) for k, v in stats.to_dict().items() if k not in ("components", "includes")]
     for part, s in stats.components.items():
         rows += [(f"{part} p50_ms", s["p50_ms"]), (f"{part} p99_ms", s["p99_ms"])]
-    print_table(rows, f"{Path(meta.artifact).name} ({meta.backend}, {meta.precision}): {stats.includes}")
-    for warning in stats.warnings(cv_warn if cv_warn is not None else getattr(runner, "cv_warn", CV_WARN)):
+    print_table(rows, f"{Path(meta.artifact).name} ({_ran_on(meta, runner)}): {stats.includes}")
+    warnings = stats.warnings(cv_warn if cv_warn is not None else getattr(runner, "cv_warn", CV_WARN))
+    for warning in warnings + ([state["gpu_state_note"]] if state["gpu_state_note"] else []):
         click.echo(f"warning: {warning}", err=True)
     out = json_out or Path("reports") / "bench" / f"{Path(meta.artifact).stem}-{'x'.join(map(str, dims))}.json"
     write_json(out, {"engine": meta.artifact, "backend": meta.backend, "precision": meta.precision,
-                     "shape": list(dims), **stats.to_dict()})
+                     "cuda_binding": getattr(runner, "cuda_binding", None), "shape": list(dims), **stats.to_dict(),
+                     **state})
     click.echo(f"wrote {out}")
 
 
@@ -167,14 +214,15 @@ def _cpu_engine_of_checkpoint(path: Path) -> Path:
 @click.option("--limit", type=click.IntRange(1), default=None, help="Evaluate at most this many samples.")
 @click.option("--json", "json_out", type=FILE_OUT, default=None,
               help="Where to write the results (default: reports/eval/<engine>.json).")
-def eval_cmd(engine, dataset, split, batch, limit, json_out):
+@cuda_binding_option
+def eval_cmd(engine, dataset, split, batch, limit, json_out, cuda_binding):
     """Top-1/top-5 on a dataset, and agreement with the FP32 PyTorch reference (top-1, max error, SQNR).
 
     ENGINE may also be a checkpoint from harness quantize: its int8 ONNX is built (cached) for the cpu backend.
     """
     if Path(engine).suffix == ".pt":
         engine = _cpu_engine_of_checkpoint(Path(engine))
-    meta, runner = load_engine(engine)
+    meta, runner = _load(engine, cuda_binding)
     data = resolve_dataset(dataset, meta.spec)
     size = batch or meta.batch[2]
     check_input_shape(meta, (size, *meta.input_shape), "--batch")
@@ -183,7 +231,7 @@ def eval_cmd(engine, dataset, split, batch, limit, json_out):
             ("fp32 torch top1 %", result.reference_top1), ("top1 change vs fp32 (points)", result.top1_delta),
             ("top1 agreement with fp32 torch %", result.top1_agreement),
             ("max abs error vs fp32 torch", result.max_abs_error), ("SQNR vs fp32 torch dB", result.sqnr_db)]
-    print_table(rows, f"{Path(meta.artifact).name} on {dataset}/{split}"
+    print_table(rows, f"{Path(meta.artifact).name} ({_ran_on(meta, runner)}) on {dataset}/{split}"
                 + ("" if data.has_labels else " (no labels: accuracy not applicable)"))
     if result.labels_unusable:
         click.echo(f"warning: top-1/top-5 not scored: {result.labels_unusable}; evaluate on a dataset of the model's "
@@ -193,5 +241,6 @@ def eval_cmd(engine, dataset, split, batch, limit, json_out):
                    "max abs error and SQNR are not scored; load trained weights with --weights", err=True)
     out = json_out or Path("reports") / "eval" / f"{Path(meta.artifact).stem}.json"
     write_json(out, {"engine": meta.artifact, "precision": meta.precision, "quant": meta.quant, "dataset": dataset,
+                     "cuda_binding": getattr(runner, "cuda_binding", None),
                      "split": split, **result.to_dict()})
     click.echo(f"wrote {out}")

@@ -27,11 +27,15 @@ class LatencyStats:
     latency_cv: float
     throughput_ips: float
     components: dict
+    convention: str = ""
+    streams: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def warnings(self, cv_warn: float = CV_WARN) -> list[str]:
+        """trtexec's warnings: unstable timings, enqueue-bound, transfer-bound, several streams; the fixes are
+        named in the flags of the convention that ran (TensorRT 11 has CUDA graphs and no transfers by default)."""
         notes = []
         if self.latency_cv > cv_warn:
             notes.append(
@@ -40,12 +44,23 @@ class LatencyStats:
             )
         median = {name: s["p50_ms"] for name, s in self.components.items()}
         compute = median.get("gpu_compute_ms")
+        compute_cv = self.components.get("gpu_compute_ms", {}).get("cv", 0.0)
+        v11 = self.convention == "trtexec 11"
+        if compute_cv > cv_warn:
+            notes.append(f"GPU compute time is unstable: coefficient of variation {100 * compute_cv:.1f} % "
+                         f"(> {100 * cv_warn:.1f} %); lock the GPU clocks (nvidia-smi --lock-gpu-clocks) "
+                         + ("and keep spin wait on" if v11 else "or use --spin-wait"))
         if compute and median.get("enqueue_ms", 0.0) > 0.8 * compute:  # trtexec's enqueue-bound warning
             notes.append(f"enqueue takes {median['enqueue_ms']:.3g} ms for {compute:.3g} ms of GPU compute: the "
-                         "host, not the GPU, limits throughput; try --cuda-graph")
+                         "host, not the GPU, limits throughput; "
+                         + ("drop --no-cuda-graph" if v11 else "try --cuda-graph"))
         if compute and max(median.get("h2d_ms", 0.0), median.get("d2h_ms", 0.0)) >= compute:
             notes.append("H2D or D2H copies take as long as GPU compute: latency is transfer-bound; "
-                         "--no-data-transfers times the engine alone")
+                         + ("drop --include-data-transfers" if v11 else "--no-data-transfers")
+                         + " times the engine alone")
+        if self.streams > 1:
+            notes.append(f"{self.streams} streams run queries at once: they compete for the GPU, so latencies "
+                         "are not reliable (as trtexec warns for --infStreams); read the throughput")
         return notes
 
 
@@ -68,4 +83,5 @@ def latency_stats(t: Timing) -> LatencyStats:
         latency_max_ms=s["max_ms"], latency_cv=s["cv"],
         throughput_ips=t.batch * t.queries / t.wall_s if t.wall_s > 0 else float("nan"),
         components={name: summarize(vals) for name, vals in t.components.items()},
+        convention=t.convention, streams=t.streams,
     )

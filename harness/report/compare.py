@@ -61,6 +61,19 @@ def _verdict(r, max_latency_pct: float, max_drop_pp: float) -> str:
     return f"REGRESSION: {' and '.join(found)}" if found else "ok"
 
 
+def _states(base: pd.DataFrame, cur: pd.DataFrame, index) -> pd.DataFrame:
+    """Each cell's gpu_state_note on both sides ('' where the rows have none: CPU cells, older tables)."""
+    notes = {side: (_keyed(df)["gpu_state_note"] if "gpu_state_note" in df.columns else pd.Series(dtype=object))
+             for side, df in (("base", base), ("current", cur))}
+    return pd.DataFrame({side: s.reindex(index) for side, s in notes.items()}, index=index).fillna("")
+
+
+def _gpu_state(states) -> str:
+    """A flagged cell whose GPU throttled or moved clocks says so: the regression may be the GPU's state."""
+    said = [f"{side}: {note}" for side, note in states.items() if note]
+    return f" ({'; '.join(said)})" if said else ""
+
+
 def compare(base: pd.DataFrame, cur: pd.DataFrame, max_latency_pct: float, max_drop_pp: float) -> Comparison:
     acc = accuracy_column(pd.concat([base, cur]))
     cols = ["status", "latency_p50_ms", "latency_spread_pct", acc]
@@ -71,6 +84,8 @@ def compare(base: pd.DataFrame, cur: pd.DataFrame, max_latency_pct: float, max_d
     both["allowed_pct"] = max_latency_pct + both["noise_pct"]
     both["accuracy_drop_pp"] = both[f"{acc}_base"] - both[f"{acc}_cur"]
     both["verdict"] = [_verdict(r, max_latency_pct, max_drop_pp) for _, r in both.iterrows()]
+    both["verdict"] = [v + _gpu_state(r) if v.startswith("REGRESSION") else v
+                       for v, (_, r) in zip(both["verdict"], _states(base, cur, both.index).iterrows(), strict=True)]
     table = both.reset_index()
     regressions = int(table["verdict"].str.startswith("REGRESSION").sum())
     return Comparison(table.replace({np.nan: None}), regressions)

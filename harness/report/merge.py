@@ -81,8 +81,9 @@ def _read_own(path: Path) -> list[dict]:
     if cells:
         rows = [json.loads(p.read_text()) for p in cells]
         for row in rows:
-            if row.get("layer_table"):
-                row["layer_table"] = str((path / row["layer_table"]).resolve())
+            for key in ("layer_table", "profile_table"):  # files kept beside the rows
+                if row.get(key):
+                    row[key] = str((path / row[key]).resolve())
         return rows
     for name in ("results.parquet", "results.csv"):
         if (path / name).is_file():

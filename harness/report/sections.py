@@ -13,7 +13,7 @@ SHOWN = ["model", "dataset", "backend", "precision", "tool", "mode", "calibrator
          "latency_p99_ms", "latency_spread_pct", "throughput_ips", "top1_pct", "top1_delta_pp",
          "top1_agreement_pct", "sqnr_db", "qdq_hazards", "speedup_vs_baseline", "speedup_vs_fp32", "speedup_vs_fp16",
          "engine_size_mb", "build_s", "calib_s"]
-ENV = ["env_host", "env_cpu", "env_gpu", "env_driver", "env_cuda", "env_tensorrt", "env_torch",
+ENV = ["env_host", "env_cpu", "env_gpu", "env_driver", "env_cuda", "env_gpu_clocks", "env_tensorrt", "env_torch",
        "env_onnxruntime", "env_modelopt", "env_harness", "env_git_commit"]
 FIGURES = {"latency_vs_accuracy": "Latency against accuracy and SQNR (dashed: Pareto front)",
            "speedup": "Speedup against the FP32 and FP16 baselines",
@@ -61,6 +61,23 @@ def build_sections(df: pd.DataFrame, figures: dict[str, bytes]) -> list[Section]
                 "error"]
         out.append(Section("Failed cells", f"{len(failed)} cell(s) did not finish; each is a row with its error.",
                            formatted(failed[cols])))
+    profiled = ok[ok["profile_table"].notna()] if "profile_table" in ok.columns else ok.iloc[:0]
+    if not profiled.empty:
+        cols = ["model", "backend", "precision", "tool", "mode", "batch", "profile_int8_pct", "profile_fp16_pct",
+                "profile_fp32_pct", "profile_reformat_pct", "profile_layers_sum_ms", "profile_engine_compute_ms",
+                "profile_table"]
+        out.append(Section("Per-layer profile", "Share of the summed layer times by precision, and reformat "
+                           "layers (timing.profile; TensorRT's profiler, a separate run after the timed ones). "
+                           "Per-layer timing adds events between layers, so the sum of the layers exceeds the "
+                           "whole engine's GPU compute, more so on small networks: compare shares.",
+                           formatted(profiled[[c for c in cols if c in profiled.columns]])))
+    noted = ok[ok["gpu_state_note"].fillna("") != ""] if "gpu_state_note" in ok.columns else ok.iloc[:0]
+    if not noted.empty:
+        cols = ["model", "backend", "precision", "tool", "mode", "batch", "gpu_sm_clock_min_mhz",
+                "gpu_sm_clock_max_mhz", "gpu_temp_c_after", "gpu_power_w_after", "gpu_state_note"]
+        out.append(Section("GPU state", "Cells whose GPU throttled or changed clocks while they were timed "
+                           "(NVML, before/after and every 0.1 s): their latencies are not comparable with steady "
+                           "runs.", formatted(noted[cols])))
     env_cols = [c for c in ENV if c in df.columns]
     env = df[env_cols].drop_duplicates().rename(columns=lambda c: c.removeprefix("env_"))
     out.append(Section("Environment", "One row per distinct runner.", formatted(env)))

@@ -1,7 +1,7 @@
 """Where a row was measured: host, hardware and library versions, so merged runner results stay comparable.
 
-Nothing here imports an optional dependency: versions come from package metadata and `nvidia-smi`, and a
-missing piece reads "n/a".
+Nothing here needs an optional dependency: versions come from package metadata and `nvidia-smi`, maximum
+clocks from NVML when it is there, and a missing piece reads "n/a".
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ def _git_commit() -> str:
 
 
 def capture() -> dict[str, str]:
+    from harness.measure.gpu_state import clocks_summary
+
     gpu, driver, cuda = _gpu()
     return {
         "env_host": socket.gethostname(),
@@ -77,6 +79,7 @@ def capture() -> dict[str, str]:
         "env_gpu": gpu,
         "env_driver": driver,
         "env_cuda": cuda,
+        "env_gpu_clocks": (clocks_summary() or NA) if gpu != NA else NA,
         "env_tensorrt": _version("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt-cu11"),
         "env_torch": _version("torch"),
         "env_onnxruntime": _version("onnxruntime"),

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.backends.base import PRECISIONS, backend_names
+from harness.cuda import BINDINGS as CUDA_BINDINGS
 from harness.errors import HarnessError
 from harness.export.verify import LEVELS as VERIFY_LEVELS
 from harness.fileio import read_user_text
@@ -22,7 +23,8 @@ SECTIONS = {
     "quantization": {"tools": ["pq"], "modes": ["selective"], "calibrators": ["entropy"], "percentile": 99.99,
                      "calib_batches": 4, "calib_batch_size": 32, "quantize_head": False,
                      "quantize_attention_matmul": False},
-    "timing": {"warmup_s": 0.2, "iterations": 50, "duration_s": 1.0, "repeats": 3},
+    "timing": {"warmup_s": 0.2, "iterations": 50, "duration_s": 1.0, "repeats": 3, "cuda_binding": "auto",
+               "profile": False},
     "evaluation": {"split": "val", "limit": None},
     "build": {"max_batch": None, "workspace_mb": 4096, "opt_level": 3, "verify": "strict"},
     # Where the cells run when the sweep is given --executor ray|slurm; no part of a cell's id.
@@ -30,6 +32,7 @@ SECTIONS = {
                  "gpus_per_task": 1, "cpus_per_task": None, "time_limit_min": 60, "array_parallelism": None,
                  "logs": None},
 }
+LATER_TIMING_KEYS = ("cuda_binding", "profile")  # not in a cell's id while at their defaults (harness.sweep.matrix)
 TOP_KEYS = ("name", "description", "models", "datasets", "backends", "precisions", "batch_sizes", *SECTIONS,
             "baseline", "include", "exclude")
 
@@ -229,6 +232,9 @@ def load_experiment(path: Path) -> Experiment:
     r.number(timing["iterations"], "timing.iterations", 1, integer=True)
     r.number(timing["duration_s"], "timing.duration_s", 0)
     r.number(timing["repeats"], "timing.repeats", 1, integer=True)
+    r.flag(timing["profile"], "timing.profile")
+    if timing["cuda_binding"] not in CUDA_BINDINGS:
+        raise r.fail("timing.cuda_binding", f"{timing['cuda_binding']!r}: choose one of {', '.join(CUDA_BINDINGS)}")
     evaluation = _section(r, raw, "evaluation")
     r.values(evaluation["split"], "evaluation.split", ("val", "calib", "train"))
     if evaluation["limit"] is not None:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, replace
 from harness.build import sha256_json
 from harness.errors import HarnessError
 from harness.quantize.config import MODELOPT_CALIBRATORS, QuantConfig
-from harness.sweep.experiment import QUANTIZED, Experiment
+from harness.sweep.experiment import LATER_TIMING_KEYS, QUANTIZED, SECTIONS, Experiment
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,10 @@ def quant_config(exp: Experiment, cell: Cell) -> QuantConfig | None:
 def cell_id(exp: Experiment, cell: Cell) -> str:
     """Hash of everything that shapes the cell's result, so shards and resumed runs name it alike."""
     quant = quant_config(exp, cell)
+    # Timing keys added after the first release count only when set, so stored results keep their ids.
+    timing = {k: v for k, v in exp.timing.items() if k not in LATER_TIMING_KEYS or v != SECTIONS["timing"][k]}
     return sha256_json({"cell": cell.settings(), "model": exp.specs[cell.model].to_dict(),
-                        "quant": quant.to_dict() if quant else None, "timing": exp.timing,
+                        "quant": quant.to_dict() if quant else None, "timing": timing,
                         "evaluation": exp.evaluation, "build": exp.build})[:16]
 
 

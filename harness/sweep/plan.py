@@ -40,7 +40,7 @@ def plan(ws: Workspace, cells: list[Cell], retry_failed: bool = False) -> list[P
         made.add(onnx_path)
         engine = "miss"
         if onnx == "hit" and cached_engine(spec, cell.backend, build_options(ws.exp, cell), onnx_path,
-                                           ws.engines_dir):
+                                           ws.engines_dir, ws.exp.timing["cuda_binding"]):
             engine = "hit"
         out.append(Planned(cell, cid, result, onnx, engine))
     return out

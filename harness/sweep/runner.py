@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.backends.base import BuildOptions, Timing, get_backend
-from harness.build import build_artifact, export_check, load_engine, onnx_cache_path, onnx_for
+from harness.backends.base import BuildOptions, Timing
+from harness.build import backend_for, build_artifact, export_check, load_engine, onnx_cache_path, onnx_for
 from harness.data.datasets import SyntheticDataset, resolve_dataset
 from harness.errors import HarnessError, MissingDependency
 from harness.fileio import atomic_write
@@ -65,7 +65,8 @@ class Workspace:
     def backend(self, cell: Cell):
         """The cell's backend, or its failure before any export work: not installed here, or not offering the
         cell's precision."""
-        backend = self.once(("backend", cell.backend), lambda: get_backend(cell.backend))
+        backend = self.once(("backend", cell.backend),
+                            lambda: backend_for(cell.backend, self.exp.timing["cuda_binding"]))
         if cell.precision not in backend.precisions:
             raise HarnessError(f"backend {cell.backend} does not run {cell.precision}: it offers "
                                f"{', '.join(backend.precisions)}")
@@ -138,12 +139,19 @@ def build_options(exp: Experiment, cell: Cell) -> BuildOptions:
                         opt_level=exp.build["opt_level"])
 
 
+def cell_input(spec, batch: int) -> np.ndarray:
+    return np.resize(SyntheticDataset(spec).take("val", 1)[0], (batch, *spec.input_shape)).astype(np.float32)
+
+
 def time_cell(runner, spec, batch: int, timing: dict) -> dict:
     """`repeats` timed runs pooled into one set of statistics; the spread of their p50s is the noise a
     comparison must allow for."""
-    x = np.resize(SyntheticDataset(spec).take("val", 1)[0], (batch, *spec.input_shape)).astype(np.float32)
-    runs = [runner.time(x, timing["warmup_s"], timing["iterations"], timing["duration_s"])
-            for _ in range(timing["repeats"])]
+    from harness.measure.gpu_state import GpuMonitor
+
+    x = cell_input(spec, batch)
+    with GpuMonitor(enabled=getattr(runner, "on_gpu", False)) as gpu:
+        runs = [runner.time(x, timing["warmup_s"], timing["iterations"], timing["duration_s"])
+                for _ in range(timing["repeats"])]
     pooled = latency_stats(Timing(np.concatenate([t.latency_ms for t in runs]), sum(t.wall_s for t in runs),
                                   batch, runs[0].includes))
     p50s = [float(np.percentile(t.latency_ms, 50)) for t in runs]
@@ -154,7 +162,24 @@ def time_cell(runner, spec, batch: int, timing: dict) -> dict:
         "latency_p50_lo_ms": min(p50s), "latency_p50_hi_ms": max(p50s),
         "latency_spread_pct": 100.0 * (max(p50s) - min(p50s)) / pooled.latency_p50_ms,
         "repeats": len(runs), "throughput_ips": pooled.throughput_ips, "timing_includes": pooled.includes,
+        "timing_convention": runs[0].convention or None,
+        "gpu_compute_p50_ms": (float(np.median(np.concatenate([t.components["gpu_compute_ms"] for t in runs])))
+                               if "gpu_compute_ms" in runs[0].components else None),
+        **gpu.columns(),
     }
+
+
+def _profile(ws: Workspace, runner, spec, row: dict) -> dict:
+    """timing.profile: after the timed runs, a separate profiled run (TensorRT); its files beside the rows."""
+    if not hasattr(runner, "layer_times"):
+        return {}
+    from harness.backends.tensorrt import profile as prof
+
+    table = prof.profile_table(runner.layer_times(cell_input(spec, row["batch"])), runner.engine_information())
+    rel = Path("profiles") / row["cell_id"]
+    prof.write(table, ws.store.root / rel.parent, rel.name)
+    return {"profile_table": str(rel.parent / f"{rel.name}.profile.csv"),
+            **prof.summary(table, row.get("gpu_compute_p50_ms"))}
 
 
 def _layers(ws: Workspace, runner, cid: str) -> dict:
@@ -203,13 +228,18 @@ def run_cell(ws: Workspace, cell: Cell) -> dict:
         stage = "build"
         quant = quant_config(exp, cell)
         meta, hit = build_artifact(spec, cell.backend, build_options(exp, cell), ws.engines_dir,
-                                   quant.to_dict() if quant else None, onnx, ws.log, exp.build["verify"])
+                                   quant.to_dict() if quant else None, onnx, ws.log, exp.build["verify"],
+                                   exp.timing["cuda_binding"])
         row.update(engine=meta.artifact, engine_size_mb=meta.artifact_bytes / 1e6, build_s=meta.build_s,
                    engine_cache_hit=hit)
         stage = "load"
-        meta, runner = load_engine(Path(meta.artifact))
+        meta, runner = load_engine(Path(meta.artifact), exp.timing["cuda_binding"])
+        row["cuda_binding"] = getattr(runner, "cuda_binding", None)
         stage = "time"
         row.update(time_cell(runner, spec, cell.batch, exp.timing))
+        if exp.timing["profile"]:
+            stage = "profile"
+            row.update(_profile(ws, runner, spec, row))
         stage = "evaluate"
         acc = ws.once(("accuracy", meta.artifact_sha256, cell.dataset),
                       lambda: evaluate(runner, ws.dataset(cell), exp.evaluation["split"],

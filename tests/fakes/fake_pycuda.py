@@ -1,10 +1,13 @@
 """A test double of the pycuda API the TensorRT runner uses (pycuda.driver), over a simulated GPU.
 
-Faithful to pycuda's surface: init/Device/retain_primary_context, Stream(.handle, begin_capture, end_capture),
-Graph.instantiate -> GraphExec.launch(stream), Event(flags).record/synchronize/query/time_till/time_since,
-event_flags, pagelocked_empty, mem_alloc (int() is the device address), memcpy_htod(_async)/memcpy_dtoh_async
-(async copies refuse memory that is not page-locked), Error/LogicError. Work runs eagerly and advances a
-device clock by a fixed cost per operation, so event timings are exact and testable.
+Faithful to pycuda's surface (checked against its wrapper source by tests/test_conformance.py):
+init/Device/retain_primary_context, Stream(.handle, synchronize), Event(flags).record/synchronize/query/
+time_till/time_since, event_flags, pagelocked_empty, mem_alloc (int() is the device address),
+memcpy_htod(_async)/memcpy_dtoh_async (async copies refuse memory that is not page-locked), Error/LogicError.
+pycuda binds no stream capture, so neither does this double. FakeGpu is the simulated device all the doubles
+share (the cuda-python one captures graphs on any of its streams): work runs eagerly and advances a device
+clock by a fixed cost per operation, so event timings are exact and testable. Copies log ("htod"/"dtoh",
+stream handle) whichever binding made them.
 """
 
 from __future__ import annotations
@@ -28,9 +31,41 @@ class FakeGpu:
         self.compute_ms = itertools.cycle(compute_ms)
         self.copy_ms = float(copy_ms)
         self.capture_fails = False
+        self.layer_trace: dict[str, tuple[float, ...]] = {}  # layer name -> ms the profiler reports, cycled
+        self._layer_cycles: dict[str, object] = {}
         self.calls: list[tuple] = []
         self._addresses = itertools.count(0x7F0000000000, 0x100000)
         self._handles = itertools.count(0x5555_0000, 0x10)
+
+    def layer_ms(self, name: str):
+        """The iterator of profiler times of one layer (0.1 ms when the trace does not name it)."""
+        if name not in self._layer_cycles:
+            self._layer_cycles[name] = itertools.cycle(self.layer_trace.get(name, (0.1,)))
+        return self._layer_cycles[name]
+
+    def alloc(self, nbytes: int) -> int:
+        address = next(self._addresses)
+        self.memory[address] = np.zeros(nbytes, np.uint8)
+        return address
+
+    def new_stream(self) -> int:
+        handle = next(self._handles)
+        self.streams[handle] = types.SimpleNamespace(graph=None)
+        return handle
+
+    def begin_capture(self, handle: int) -> None:
+        self.log("begin_capture", handle)
+        self.streams[handle].graph = []
+
+    def end_capture(self, handle: int) -> list:
+        ops, self.streams[handle].graph = self.streams[handle].graph, None
+        self.log("end_capture", handle)
+        return ops
+
+    def launch(self, ops: list, handle: int) -> None:
+        self.log("graph.launch", handle)
+        for op, cost in ops:
+            self.run(handle, op, cost)
 
     def log(self, *call):
         self.calls.append(call)
@@ -99,20 +134,19 @@ def make_driver(gpu: FakeGpu) -> types.ModuleType:
 
     class DeviceAllocation:
         def __init__(self, nbytes):
-            self.address = next(gpu._addresses)
-            gpu.memory[self.address] = np.zeros(nbytes, np.uint8)
+            self._address = gpu.alloc(nbytes)
 
         def __int__(self):
-            return self.address
+            return self._address
 
         def free(self):
-            gpu.memory.pop(self.address, None)
+            gpu.memory.pop(self._address, None)
 
-    class PagelockedArray(np.ndarray):
+    class _PagelockedArray(np.ndarray):
         pass
 
     def pagelocked_empty(shape, dtype, order="C", mem_flags=0):
-        return np.empty(shape, dtype, order).view(PagelockedArray)
+        return np.empty(shape, dtype, order).view(_PagelockedArray)
 
     def mem_alloc(nbytes):
         return DeviceAllocation(int(nbytes))
@@ -126,43 +160,25 @@ def make_driver(gpu: FakeGpu) -> types.ModuleType:
     def memcpy_htod(dest, src):
         raw = np.ascontiguousarray(src).view(np.uint8).ravel()
         _device(dest)[: raw.size] = raw
-        gpu.log("memcpy_htod", int(dest))
+        gpu.log("htod", 0)
 
     def memcpy_htod_async(dest, src, stream=None):
-        if not isinstance(src, PagelockedArray):
+        if not isinstance(src, _PagelockedArray):
             raise LogicError("memcpy_htod_async: src must be page-locked memory")
         raw = src.view(np.uint8).ravel()
-        gpu.log("memcpy_htod_async", int(dest), _handle(stream))
+        gpu.log("htod", _handle(stream))
         gpu.run(_handle(stream), lambda: _device(dest).__setitem__(slice(0, raw.size), raw), gpu.copy_ms)
 
     def memcpy_dtoh_async(dest, src, stream=None):
-        if not isinstance(dest, PagelockedArray):
+        if not isinstance(dest, _PagelockedArray):
             raise LogicError("memcpy_dtoh_async: dest must be page-locked memory")
         flat = dest.view(np.uint8).reshape(-1)
-        gpu.log("memcpy_dtoh_async", int(src), _handle(stream))
+        gpu.log("dtoh", _handle(stream))
         gpu.run(_handle(stream), lambda: flat.__setitem__(slice(None), _device(src)[: flat.size]), gpu.copy_ms)
-
-    class GraphExec:
-        def __init__(self, ops):
-            self.ops = ops
-
-        def launch(self, stream=None):
-            gpu.log("graph.launch", _handle(stream))
-            for op, cost in self.ops:
-                gpu.run(_handle(stream), op, cost)
-
-    class Graph:
-        def __init__(self, ops):
-            self.ops = ops
-
-        def instantiate(self):
-            return GraphExec(self.ops)
 
     class Stream:
         def __init__(self, flags=0):
-            self.handle = next(gpu._handles)
-            self.graph = None
-            gpu.streams[self.handle] = self
+            self.handle = gpu.new_stream()
 
         def synchronize(self):
             gpu.log("stream.synchronize", self.handle)
@@ -170,29 +186,15 @@ def make_driver(gpu: FakeGpu) -> types.ModuleType:
         def is_done(self):
             return True
 
-        def begin_capture(self, capture_mode=0):
-            if self.graph is not None:
-                raise LogicError("cuStreamBeginCapture failed: stream is already capturing")
-            gpu.log("begin_capture", self.handle)
-            self.graph = []
-
-        def end_capture(self):
-            ops, self.graph = self.graph, None
-            gpu.log("end_capture", self.handle)
-            if gpu.capture_fails:
-                raise LogicError("cuStreamEndCapture failed: operation not permitted when stream is capturing")
-            return Graph(ops)
-
     class Event:
         def __init__(self, flags=0):
-            self.flags = flags
-            self.time = None
-            self.polls = 0
+            self._time = None
+            self._polls = 0
             gpu.log("Event", flags)
 
         def record(self, stream=None):
-            self.time = gpu.clock
-            self.polls = 0
+            self._time = gpu.clock
+            self._polls = 0
             return self
 
         def synchronize(self):
@@ -200,15 +202,15 @@ def make_driver(gpu: FakeGpu) -> types.ModuleType:
             return self
 
         def query(self):
-            self.polls += 1  # not reached on the first poll, reached on the second: a spin loop must retry
+            self._polls += 1  # not reached on the first poll, reached on the second: a spin loop must retry
             gpu.log("event.query")
-            return self.polls > 1
+            return self._polls > 1
 
         def time_till(self, other):
-            return other.time - self.time
+            return other._time - self._time
 
         def time_since(self, other):
-            return self.time - other.time
+            return self._time - other._time
 
     for name, value in dict(locals()).items():
         if name not in ("drv", "gpu"):

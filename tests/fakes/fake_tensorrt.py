@@ -31,7 +31,7 @@ REMOVED_IN_10 = ("build_engine", "max_workspace_size", "execute_async_v2", "exec
                  "get_binding_name", "set_binding_shape", "int8_calibrator")
 REMOVED_IN_11 = ("FP16", "BF16", "INT8", "FP8", "INT4", "FP4", "OBEY_PRECISION_CONSTRAINTS",
                  "PREFER_PRECISION_CONSTRAINTS", "DIRECT_IO", "EXPLICIT_BATCH", "platform_has_fast_fp16",
-                 "platform_has_fast_int8")
+                 "platform_has_fast_int8", "REJECT_EMPTY_ALGORITHMS", "WEIGHTLESS", "MEM_ALLOC_FAILED")
 
 _BUILDER_FLAGS = ["FP16", "INT8", "DEBUG", "GPU_FALLBACK", "REFIT", "DISABLE_TIMING_CACHE", "TF32",
                   "SPARSE_WEIGHTS", "SAFETY_SCOPE", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS",
@@ -83,10 +83,10 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
     trt.ProfilingVerbosity = enum.IntEnum("ProfilingVerbosity", {"LAYER_NAMES_ONLY": 0, "NONE": 1, "DETAILED": 2})
     trt.TensorIOMode = enum.IntEnum("TensorIOMode", {"NONE": 0, "INPUT": 1, "OUTPUT": 2})
     trt.LayerInformationFormat = enum.IntEnum("LayerInformationFormat", {"ONELINE": 0, "JSON": 1})
-    trt.ErrorCode = enum.IntEnum("ErrorCode", {"SUCCESS": 0, "INTERNAL_ERROR": 1, "MEM_ALLOC_FAILED": 2,
-                                               "MODEL_DESERIALIZE_FAILED": 3, "INVALID_VALUE": 4,
-                                               "INVALID_GRAPH": 5, "INVALID_NODE": 6, "UNSUPPORTED_GRAPH": 7,
-                                               "UNSUPPORTED_NODE": 8})
+    codes = ["SUCCESS", "INTERNAL_ERROR", "MEM_ALLOC_FAILED", "MODEL_DESERIALIZE_FAILED", "INVALID_VALUE",
+             "INVALID_GRAPH", "INVALID_NODE", "UNSUPPORTED_GRAPH", "UNSUPPORTED_NODE"]
+    trt.ErrorCode = enum.IntEnum("ErrorCode", {c: i for i, c in enumerate(codes)
+                                               if major < 11 or c not in REMOVED_IN_11})
     trt.DataType = DataType
     trt.float32, trt.float16, trt.int8, trt.int32 = DataType.FLOAT, DataType.HALF, DataType.INT8, DataType.INT32
 
@@ -111,10 +111,10 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
             self.name, self.shape, self.dtype = name, tuple(shape), dtype
 
     class INetworkDefinition:
-        __slots__ = ("flags", "inputs", "outputs", "nodes", "has_fp16")
+        __slots__ = ("flags", "inputs", "outputs", "_nodes", "_has_fp16")
 
         def __init__(self, flags):
-            self.flags, self.inputs, self.outputs, self.nodes, self.has_fp16 = flags, [], [], [], False
+            self.flags, self.inputs, self.outputs, self._nodes, self._has_fp16 = flags, [], [], [], False
 
         @property
         def num_inputs(self):
@@ -203,10 +203,10 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
                     net.inputs.append(ITensor(vi.name, _dims(vi), _FROM_ONNX[vi.type.tensor_type.elem_type]))
             for vi in graph.output:
                 net.outputs.append(ITensor(vi.name, _dims(vi), _FROM_ONNX[vi.type.tensor_type.elem_type]))
-            net.has_fp16 = any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer) or any(
+            net._has_fp16 = any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer) or any(
                 a.name == "to" and a.i == onnx.TensorProto.FLOAT16 for n in graph.node for a in n.attribute)
             producer = {out: n.op_type for n in graph.node for out in n.output}
-            net.nodes = [(n.name, n.op_type, producer.get(n.input[0], "") if n.input else "") for n in graph.node]
+            net._nodes = [(n.name, n.op_type, producer.get(n.input[0], "") if n.input else "") for n in graph.node]
             return True
 
     class IOptimizationProfile:
@@ -225,10 +225,10 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
             return list(self.shapes.get(input, ()))
 
     class ITimingCache:
-        __slots__ = ("entries", "valid")
+        __slots__ = ("entries", "_valid")
 
-        def __init__(self, entries, valid=True):
-            self.entries, self.valid = entries, valid
+        def __init__(self, entries, _valid=True):
+            self.entries, self._valid = entries, _valid
 
         def serialize(self):
             return bytearray(b"FAKETC" + json.dumps(self.entries).encode())
@@ -238,18 +238,18 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
             return True
 
     class IBuilderConfig:
-        __slots__ = ("pools", "_opt_level", "profiling_verbosity", "profiles", "cache", "flags")
+        __slots__ = ("_pools", "_opt_level", "profiling_verbosity", "profiles", "cache", "flags")
 
         def __init__(self):
-            self.pools, self._opt_level, self.profiling_verbosity = {}, 3, trt.ProfilingVerbosity.LAYER_NAMES_ONLY
+            self._pools, self._opt_level, self.profiling_verbosity = {}, 3, trt.ProfilingVerbosity.LAYER_NAMES_ONLY
             self.profiles, self.cache, self.flags = [], None, 0
 
         def set_memory_pool_limit(self, pool, pool_size):
             gpu.log("set_memory_pool_limit", pool, pool_size)
-            self.pools[pool] = pool_size
+            self._pools[pool] = pool_size
 
         def get_memory_pool_limit(self, pool):
-            return self.pools.get(pool, 0)
+            return self._pools.get(pool, 0)
 
         @property
         def builder_optimization_level(self):
@@ -284,11 +284,11 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
             if not data:
                 return ITimingCache(0)
             if not data.startswith(b"FAKETC"):
-                return ITimingCache(0, valid=False)  # written by another TensorRT version or GPU
+                return ITimingCache(0, _valid=False)  # written by another TensorRT version or GPU
             return ITimingCache(json.loads(data[6:]))
 
         def set_timing_cache(self, cache, ignore_mismatch):
-            if not cache.valid and not ignore_mismatch:
+            if not cache._valid and not ignore_mismatch:
                 return False
             self.cache = cache
             return True
@@ -299,10 +299,10 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
     def _precision(net, node_name, op, first_input_producer):
         if first_input_producer == "DequantizeLinear" and node_name not in not_int8:
             return "INT8"
-        return "FP16" if net.has_fp16 else "FP32"
+        return "FP16" if net._has_fp16 else "FP32"
 
     def _layers(net):
-        weighted = [(name, op, _precision(net, name, op, producer)) for name, op, producer in net.nodes
+        weighted = [(name, op, _precision(net, name, op, producer)) for name, op, producer in net._nodes
                     if op in ("Conv", "Gemm", "MatMul", "ConvTranspose")]
         layers = []
         if weighted:
@@ -360,11 +360,20 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
         Builder.platform_has_fast_fp16 = property(lambda self: True)
         Builder.platform_has_fast_int8 = property(lambda self: True)
 
+    class IProfiler:
+        """Subclassed by the user; TensorRT calls report_layer_time once per layer per profiled execution."""
+
+        def __init__(self):
+            pass
+
+        def report_layer_time(self, layer_name, ms):
+            raise NotImplementedError
+
     class IExecutionContext:
-        __slots__ = ("engine", "shapes", "addresses")
+        __slots__ = ("engine", "shapes", "_addresses", "profiler")
 
         def __init__(self, engine):
-            self.engine, self.shapes, self.addresses = engine, {}, {}
+            self.engine, self.shapes, self._addresses, self.profiler = engine, {}, {}, None
 
         def set_input_shape(self, name, shape):
             lo, _, hi = self.engine.get_tensor_profile_shape(name, 0)
@@ -383,30 +392,33 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
 
         def set_tensor_address(self, name, memory):
             gpu.log("set_tensor_address", name, memory)
-            self.addresses[name] = memory
+            self._addresses[name] = memory
             return True
 
         def get_tensor_address(self, name):
-            return self.addresses.get(name, 0)
+            return self._addresses.get(name, 0)
 
         def execute_async_v3(self, stream_handle):
             gpu.log("execute_async_v3", stream_handle)
             engine = self.engine
-            if set(self.addresses) != set(engine.names) or set(self.shapes) != set(engine.input_names):
+            if set(self._addresses) != set(engine.names) or set(self.shapes) != set(engine._input_names):
                 return False  # "Neither address or allocator is set for output tensor ..."
-            x_name, y_name = engine.input_names[0], engine.output_names[0]
+            x_name, y_name = engine._input_names[0], engine._output_names[0]
             x_shape = self.shapes[x_name]
             y_shape = self.get_tensor_shape(y_name)
-            x_type, y_type = engine.dtypes[x_name], engine.dtypes[y_name]
+            x_type, y_type = engine._dtypes[x_name], engine._dtypes[y_name]
 
             def compute():
                 n = int(np.prod(x_shape)) * np.dtype(x_type).itemsize
-                x = gpu.memory[self.addresses[x_name]][:n].view(x_type).reshape(x_shape).astype(np.float32)
+                x = gpu.memory[self._addresses[x_name]][:n].view(x_type).reshape(x_shape).astype(np.float32)
                 y = x.reshape(len(x), -1).mean(axis=1, keepdims=True) * np.arange(1, y_shape[1] + 1)
                 raw = y.astype(y_type).view(np.uint8).ravel()
-                gpu.memory[self.addresses[y_name]][: raw.size] = raw
+                gpu.memory[self._addresses[y_name]][: raw.size] = raw
 
             gpu.run(stream_handle, compute, gpu.compute_ms)
+            if self.profiler is not None:  # a synthetic trace: gpu.layer_ms[name], cycled per execution
+                for layer in engine._plan["layers"]:
+                    self.profiler.report_layer_time(layer["Name"], next(gpu.layer_ms(layer["Name"])))
             return True
 
     class EngineInspector:
@@ -422,7 +434,7 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
             return {"Name": name, "Location": "Device", "Dimensions": dims, "Format/Datatype": _SPELLING[prec][0]}
 
         def get_engine_information(self, format):  # noqa: A002
-            plan = self.engine.plan
+            plan = self.engine._plan
             layers = [{**{k: v for k, v in layer.items() if k not in ("Inputs", "Outputs")},
                        "Inputs": [self._tensor(n, p, [-1]) for n, p in layer["Inputs"]],
                        "Outputs": [self._tensor(n, p, [-1]) for n, p in layer["Outputs"]]}
@@ -435,16 +447,16 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
             return json.dumps({"Layers": layers, "Bindings": self.engine.names})
 
     class ICudaEngine:
-        __slots__ = ("plan", "names", "input_names", "output_names", "dtypes", "modes")
+        __slots__ = ("_plan", "names", "_input_names", "_output_names", "_dtypes", "_modes")
 
         def __init__(self, plan):
-            self.plan = plan
-            self.input_names = [t["name"] for t in plan["inputs"]]
-            self.output_names = [t["name"] for t in plan["outputs"]]
-            self.names = self.input_names + self.output_names
-            self.dtypes = {t["name"]: _NP[DataType(t["dtype"])] for t in plan["inputs"] + plan["outputs"]}
-            self.modes = {**{n: trt.TensorIOMode.INPUT for n in self.input_names},
-                          **{n: trt.TensorIOMode.OUTPUT for n in self.output_names}}
+            self._plan = plan
+            self._input_names = [t["name"] for t in plan["inputs"]]
+            self._output_names = [t["name"] for t in plan["outputs"]]
+            self.names = self._input_names + self._output_names
+            self._dtypes = {t["name"]: _NP[DataType(t["dtype"])] for t in plan["inputs"] + plan["outputs"]}
+            self._modes = {**{n: trt.TensorIOMode.INPUT for n in self._input_names},
+                          **{n: trt.TensorIOMode.OUTPUT for n in self._output_names}}
 
         @property
         def num_io_tensors(self):
@@ -452,7 +464,7 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
 
         @property
         def num_layers(self):
-            return len(self.plan["layers"])
+            return len(self._plan["layers"])
 
         @property
         def num_optimization_profiles(self):
@@ -462,18 +474,18 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
             return self.names[index]
 
         def get_tensor_mode(self, name):
-            return self.modes.get(name, trt.TensorIOMode.NONE)
+            return self._modes.get(name, trt.TensorIOMode.NONE)
 
         def get_tensor_dtype(self, name):
-            return next(DataType(t["dtype"]) for t in self.plan["inputs"] + self.plan["outputs"]
+            return next(DataType(t["dtype"]) for t in self._plan["inputs"] + self._plan["outputs"]
                         if t["name"] == name)
 
         def get_tensor_shape(self, name):
-            t = next(t for t in self.plan["inputs"] + self.plan["outputs"] if t["name"] == name)
+            t = next(t for t in self._plan["inputs"] + self._plan["outputs"] if t["name"] == name)
             return tuple(t["shape"]) if "shape" in t else (-1, *t["profile"][0][1:])
 
         def get_tensor_profile_shape(self, name, profile_index):
-            t = next(t for t in self.plan["inputs"] if t["name"] == name)
+            t = next(t for t in self._plan["inputs"] if t["name"] == name)
             return [tuple(s) for s in t["profile"]]
 
         def create_execution_context(self, strategy=None):

@@ -71,11 +71,8 @@ def _timing_cache(config, path: Path):
     return cache
 
 
-def build_serialized(onnx_path: Path, options: BuildOptions, timing_cache: Path) -> bytes:
+def build_serialized(trt, onnx_path: Path, options: BuildOptions, timing_cache: Path) -> bytes:
     """Parse, configure (profile, workspace, optimization level, DETAILED verbosity, timing cache), build."""
-    from harness.backends.tensorrt import gpu_modules
-
-    trt, _ = gpu_modules()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = make_builder(trt, logger)
     network, _parser = parse_onnx(trt, builder, logger, Path(onnx_path))

@@ -1,4 +1,4 @@
-"""Run a TensorRT engine with pycuda: page-locked host buffers, device buffers, one non-default stream.
+"""Run a TensorRT engine through harness.cuda: page-locked host buffers, device buffers, one non-default stream.
 
 I/O is by tensor name (num_io_tensors / get_tensor_name / get_tensor_mode, set_input_shape,
 set_tensor_address) and execution is execute_async_v3 on the runner's own stream, the TensorRT 10/11 API.
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.backends.base import Runner, Timing
-from harness.backends.tensorrt import cuda_device, gpu_modules
-from harness.backends.tensorrt.timing import Query, trtexec_timing
+from harness.backends.tensorrt.timing import Query, convention, defaults, trtexec_timing
+from harness.cuda import Cuda, DeviceBuffer, Stream
 from harness.errors import HarnessError
 
 
@@ -24,22 +24,50 @@ class Buffers:
 
     shape: tuple[int, ...]
     host: dict[str, np.ndarray]
-    device: dict[str, object]
+    device: dict[str, DeviceBuffer]
+
+
+@dataclass
+class Lane:
+    """One execution context with its own stream and buffers: --streams N runs N lanes."""
+
+    context: object
+    stream: Stream
+    buffers: Buffers | None = None
 
 
 class TensorRTRunner(Runner):
     cv_warn = 0.025  # trtexec warns above 2.5 %: GPU timings are steadier than host ones
+    on_gpu = True  # its rows carry the GPU's state (harness.measure.gpu_state)
 
-    def __init__(self, artifact: Path):
-        self.trt, self.cuda = gpu_modules()
-        # TensorRT uses the runtime API, which works in the device's primary context: share it.
-        self.ctx = cuda_device(self.cuda).retain_primary_context()
-        self.ctx.push()
+    def __init__(self, artifact: Path, trt, cuda: Cuda):
+        self.trt, self.cuda = trt, cuda
         try:
             self._open(artifact)
         except BaseException:
             self.close()
             raise
+
+    @property
+    def cuda_binding(self) -> str:
+        return self.cuda.name
+
+    @property
+    def convention(self) -> str:
+        """Whose timing defaults apply: trtexec 11's for TensorRT 11, else trtexec 10's."""
+        return convention(self.trt.__version__)
+
+    @property
+    def context(self):
+        return self.lanes[0].context
+
+    @property
+    def stream(self) -> Stream:
+        return self.lanes[0].stream
+
+    @property
+    def buffers(self) -> Buffers | None:
+        return self.lanes[0].buffers
 
     def _open(self, artifact: Path) -> None:
         trt = self.trt
@@ -49,7 +77,7 @@ class TensorRTRunner(Runner):
         if self.engine is None:
             raise HarnessError(f"engine {artifact}: TensorRT {trt.__version__} cannot deserialize it (built by "
                                "another TensorRT version or GPU?); rebuild with harness build-engine")
-        self.context = self.engine.create_execution_context()
+        self.lanes = [Lane(self.engine.create_execution_context(), self.cuda.stream())]
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
@@ -57,44 +85,49 @@ class TensorRTRunner(Runner):
             raise HarnessError(f"engine {artifact}: expected one input and at least one output, found inputs "
                                f"{self.inputs} and outputs {self.outputs}")
         self.dtypes = {n: np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))) for n in names}
-        self.stream = self.cuda.Stream()
-        self.buffers: Buffers | None = None
+
+    def _lanes(self, count: int) -> list[Lane]:
+        while len(self.lanes) < count:
+            self.lanes.append(Lane(self.engine.create_execution_context(), self.cuda.stream()))
+        return self.lanes[:count]
 
     @property
     def input_name(self) -> str:
         return self.inputs[0]
 
-    def _bind(self, shape: tuple[int, ...]) -> Buffers:
+    def _bind(self, shape: tuple[int, ...], lane: Lane | None = None) -> Buffers:
         """Set the input shape and give every I/O tensor an address; reuse the buffers while the shape holds."""
-        if self.buffers is not None and self.buffers.shape == shape:
-            return self.buffers
-        if not self.context.set_input_shape(self.input_name, shape):
+        lane = lane or self.lanes[0]
+        if lane.buffers is not None and lane.buffers.shape == shape:
+            return lane.buffers
+        if not lane.context.set_input_shape(self.input_name, shape):
             lo, _, hi = self.engine.get_tensor_profile_shape(self.input_name, 0)
             raise HarnessError(f"input shape {'x'.join(map(str, shape))} is outside the engine's profile "
                                f"{tuple(lo)}..{tuple(hi)}; rebuild with --max-batch")
         host, device = {}, {}
         for name in (*self.inputs, *self.outputs):
-            dims = tuple(self.context.get_tensor_shape(name))
-            host[name] = self.cuda.pagelocked_empty(dims, self.dtypes[name])
-            device[name] = self.cuda.mem_alloc(max(host[name].nbytes, 1))
-            self.context.set_tensor_address(name, int(device[name]))
-        self.buffers = Buffers(shape, host, device)
-        return self.buffers
+            dims = tuple(lane.context.get_tensor_shape(name))
+            host[name] = self.cuda.host_empty(dims, self.dtypes[name])
+            device[name] = self.cuda.device_empty(host[name].nbytes)
+            lane.context.set_tensor_address(name, device[name].ptr)
+        lane.buffers = Buffers(shape, host, device)
+        return lane.buffers
 
-    def _query(self, x: np.ndarray, transfers: bool = True) -> Query:
-        buf = self._bind(tuple(x.shape))
+    def _query(self, x: np.ndarray, transfers: bool = True, lane: Lane | None = None) -> Query:
+        lane = lane or self.lanes[0]
+        buf = self._bind(tuple(x.shape), lane)
         np.copyto(buf.host[self.input_name], x, casting="same_kind")
-        cuda, stream = self.cuda, self.stream
+        cuda, stream, context = self.cuda, lane.stream, lane.context
 
         def h2d():
-            cuda.memcpy_htod_async(buf.device[self.input_name], buf.host[self.input_name], stream)
+            cuda.h2d_async(buf.device[self.input_name], buf.host[self.input_name], stream)
 
         def d2h():
             for name in self.outputs:
-                cuda.memcpy_dtoh_async(buf.host[name], buf.device[name], stream)
+                cuda.d2h_async(buf.host[name], buf.device[name], stream)
 
         def enqueue():
-            if not self.context.execute_async_v3(stream.handle):
+            if not context.execute_async_v3(stream.handle):
                 raise HarnessError("TensorRT execute_async_v3 failed; its log above says why")
 
         return Query(stream, enqueue, h2d if transfers else None, d2h if transfers else None, len(x))
@@ -107,36 +140,65 @@ class TensorRTRunner(Runner):
         self.stream.synchronize()
         return self.buffers.host[self.outputs[0]].astype(np.float32, copy=True)
 
-    def _graph(self, enqueue):
+    @staticmethod
+    def _graph(stream: Stream, enqueue):
         """Capture one enqueue in a CUDA graph after a plain one (keeps lazy initialisation out of the capture).
 
         Returns (launch, "captured") or (enqueue, reason) when capture is not possible, as trtexec falls back.
         """
         enqueue()
-        self.stream.synchronize()
+        stream.synchronize()
         try:
-            self.stream.begin_capture()
+            stream.begin_capture()
             try:
                 enqueue()
             finally:
-                graph = self.stream.end_capture()
-            instance = graph.instantiate()
-            instance.launch(self.stream)  # one trial replay, so a failure shows here and not mid-measurement
-            self.stream.synchronize()
-        except Exception as exc:  # the driver, TensorRT or pycuda may refuse; the fallback is reported, not hidden
-            self.stream.synchronize()
+                graph = stream.end_capture()
+            graph.launch(stream)  # one trial replay, so a failure shows here and not mid-measurement
+            stream.synchronize()
+        except Exception as exc:  # the driver, TensorRT or the binding may refuse; the fallback is reported
+            stream.synchronize()
             return enqueue, (str(exc).splitlines() or [type(exc).__name__])[0]
-        return (lambda: instance.launch(self.stream)), "captured"
+        return (lambda: graph.launch(stream)), "captured"
 
-    def time(self, x: np.ndarray, warmup_s: float, iterations: int, duration_s: float, cuda_graph: bool = False,
-             no_data_transfers: bool = False, spin_wait: bool = False, **opts) -> Timing:
-        q = self._query(x, transfers=not no_data_transfers)
-        if no_data_transfers:  # the input is copied once, then stays on the GPU
-            self.cuda.memcpy_htod(self.buffers.device[self.input_name], self.buffers.host[self.input_name])
-        graph = ""
-        if cuda_graph:
-            q.enqueue, graph = self._graph(q.enqueue)
-        return trtexec_timing(self.cuda, q, warmup_s, iterations, duration_s, graph, spin_wait)
+    def time(self, x: np.ndarray, warmup_s: float, iterations: int, duration_s: float,
+             cuda_graph: bool | None = None, no_data_transfers: bool | None = None, spin_wait: bool | None = None,
+             streams: int = 1, **opts) -> Timing:
+        """None for a setting means the installed TensorRT's trtexec default (see timing.py)."""
+        given = {"cuda_graph": cuda_graph, "no_data_transfers": no_data_transfers, "spin_wait": spin_wait}
+        settings = {k: defaults(self.convention)[k] if v is None else v for k, v in given.items()}
+        queries, graph = [], ""
+        for lane in self._lanes(streams):
+            q = self._query(x, not settings["no_data_transfers"], lane)
+            if settings["no_data_transfers"]:  # the input is copied once, then stays on the GPU
+                self.cuda.h2d(lane.buffers.device[self.input_name], lane.buffers.host[self.input_name], lane.stream)
+            if settings["cuda_graph"]:
+                q.enqueue, graph = self._graph(lane.stream, q.enqueue)
+            queries.append(q)
+        return trtexec_timing(self.cuda, queries, warmup_s, iterations, duration_s, graph, settings["spin_wait"],
+                              self.convention)
+
+    def layer_times(self, x: np.ndarray, iterations: int = 50, warmup: int = 5) -> dict[str, list[float]]:
+        """A separate run with TensorRT's profiler attached: per layer, the ms of each of `iterations` runs.
+
+        Its own execution context, stream and buffers, inputs already on the GPU, plain enqueues (a CUDA graph
+        cannot report per layer), so the timed runs are untouched by the profiler's events.
+        """
+        from harness.backends.tensorrt.profile import make_profiler
+
+        lane = Lane(self.engine.create_execution_context(), self.cuda.stream())
+        query = self._query(x, transfers=False, lane=lane)
+        self.cuda.h2d(lane.buffers.device[self.input_name], lane.buffers.host[self.input_name], lane.stream)
+        profiler = make_profiler(self.trt)
+        lane.context.profiler = profiler
+        for _ in range(warmup):
+            query.enqueue()
+            lane.stream.synchronize()
+        profiler.reports.clear()
+        for _ in range(iterations):
+            query.enqueue()
+            lane.stream.synchronize()
+        return dict(profiler.reports)
 
     def engine_information(self) -> dict:
         """The engine inspector's JSON (DETAILED when built by harness), with this context's shapes."""
@@ -146,11 +208,10 @@ class TensorRTRunner(Runner):
         return json.loads(inspector.get_engine_information(self.trt.LayerInformationFormat.JSON))
 
     def close(self) -> None:
-        if getattr(self, "ctx", None) is None:
+        """Drop TensorRT's objects before the CUDA layer lets go of its context."""
+        if getattr(self, "cuda", None) is None:
             return
-        self.buffers = None
-        for name in ("context", "engine", "runtime", "stream"):
+        for name in ("lanes", "engine", "runtime"):
             self.__dict__.pop(name, None)
-        self.ctx.pop()
-        self.ctx.detach()
-        self.ctx = None
+        self.cuda.close()
+        self.cuda = None
