@@ -221,7 +221,7 @@ def test_degenerate_outputs_are_flagged_at_export_and_in_eval(run_cli, tmp_path,
     assert result.exit_code == 0, result.output
     assert "degenerate (the outputs do not depend on the input" in result.output
     assert json.loads(verify_sidecar(tmp_path / "c.onnx").read_text())["degenerate"]
-    engine = run_cli("build-engine", *model).output.strip().splitlines()[-1].split(": ", 1)[1]
+    engine = run_cli("build-engine", *model).stdout.strip()  # the path alone on stdout
     result = run_cli("eval", engine, "--limit", "64", "--json", tmp_path / "e.json")
     assert result.exit_code == 0, result.output
     assert "outputs are degenerate" in result.output and "not scored" in result.output

@@ -125,8 +125,9 @@ def test_a_killed_worker_is_retried_then_its_cells_become_failed_rows(cluster, t
 def test_ctrl_c_keeps_finished_rows_and_the_rerun_does_the_rest(cluster, tmp_path, engines_dir):
     """The CLI driver joins the cluster, is interrupted once a row is stored, then run again to the end."""
     path = write(tmp_path, name="interrupted", models="[digits-resnet]", executor="{}")
-    path.write_text(path.read_text().replace("batch_sizes: [1, 2]", "batch_sizes: [1, 2, 3]")
-                    .replace("duration_s: 0.05", "duration_s: 0.3"))
+    # cells long enough (1 s of timing each) that the interrupt lands while later ones are still running
+    path.write_text(path.read_text().replace("batch_sizes: [1, 2]", "batch_sizes: [1, 2, 3, 4]")
+                    .replace("duration_s: 0.05", "duration_s: 1.0"))
     cmd = [sys.executable, "-c", "from harness.cli import main; main()", "sweep", str(path), "--executor", "ray",
            "--address", ray.get_runtime_context().gcs_address, "--engines-dir", str(engines_dir),
            "--reports-dir", str(tmp_path / "reports")]
@@ -139,12 +140,12 @@ def test_ctrl_c_keeps_finished_rows_and_the_rerun_does_the_rest(cluster, tmp_pat
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
     first = {p.name: p.read_text() for p in cells.glob("*.json")}
-    assert 1 <= len(first) < 3, "the sweep was not interrupted half-way"
+    assert 1 <= len(first) < 4, "the sweep was not interrupted half-way"
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"skipped {len(first)} finished cell(s)" in rerun.stderr
     after = {p.name: p.read_text() for p in cells.glob("*.json")}
-    assert len(after) == 3 and all(after[k] == v for k, v in first.items())
+    assert len(after) == 4 and all(after[k] == v for k, v in first.items())
 
 
 def test_slurm_job_array_through_submitit_stores_every_row(tmp_path, engines_dir):

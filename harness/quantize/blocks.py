@@ -26,6 +26,7 @@ from harness.quantize.modules import (
 BlockConverter = Callable[[nn.Module], nn.Module]
 _REGISTRY: dict[type, BlockConverter] = {}
 QUANT_BLOCK = "_harness_quant_block"  # marks converted blocks: torch.fx treats them as leaves
+RESIDUAL_BLOCK = "_harness_residual_block"  # ...of them, the registered residual blocks (not attention modules)
 
 
 def register_block(cls: type, convert: BlockConverter | None = None):
@@ -56,6 +57,7 @@ def replace_blocks(model: nn.Module) -> nn.Module:
     if convert is not None:
         block = convert(model)
         setattr(block, QUANT_BLOCK, True)
+        setattr(block, RESIDUAL_BLOCK, True)
         return block
     for name, child in list(model.named_children()):
         setattr(model, name, replace_blocks(child))
@@ -67,7 +69,7 @@ def residual_slots(module: nn.Module) -> list[str]:
     converted (registered) block holds itself, whatever the converter named it (the block's own quantizers serve
     its residual Add, per register_block's contract)."""
     own = slots(module)
-    return own if getattr(module, QUANT_BLOCK, False) else [attr for attr in own if attr in RESIDUAL_SLOTS]
+    return own if getattr(module, RESIDUAL_BLOCK, False) else [attr for attr in own if attr in RESIDUAL_SLOTS]
 
 
 def quantized_residuals(model: nn.Module) -> list[str]:

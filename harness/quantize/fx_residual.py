@@ -17,7 +17,7 @@ from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer
 from torch import fx, nn
 from torch.nn.modules.conv import _ConvNd
 
-from harness.quantize.blocks import QUANT_BLOCK
+from harness.quantize.blocks import QUANT_BLOCK, RESIDUAL_BLOCK
 from harness.quantize.modules import (
     RESIDUAL_SLOTS,
     QuantConcat,
@@ -110,8 +110,8 @@ def _conv_fusion_site(gm: fx.GraphModule, node: fx.Node, m: nn.Module) -> bool:
     """Whether TensorRT can fuse this residual Add into a convolution: the branch comes from a conv (or is a
     converted conv block). After a Linear (ConvNeXt, transformers) there is no Conv+Add INT8 fusion to enable:
     TensorRT fuses residual Adds into convolutions, and Model Optimizer quantizes shortcuts on the same rule."""
-    layer = m if getattr(m, QUANT_BLOCK, False) else _layer_before(gm, node.args[0])  # args: (branch, shortcut)
-    return isinstance(layer, _ConvNd) or bool(getattr(layer, QUANT_BLOCK, False))
+    layer = m if getattr(m, RESIDUAL_BLOCK, False) else _layer_before(gm, node.args[0])  # args: (branch, shortcut)
+    return isinstance(layer, _ConvNd) or bool(getattr(layer, RESIDUAL_BLOCK, False))
 
 
 def residuals_feeding_int8(gm: fx.GraphModule) -> set[int]:
