@@ -17,11 +17,13 @@ SETTINGS = ["model", "dataset", "backend", "precision", "tool", "mode", "calibra
 LATENCY = ["latency_min_ms", "latency_mean_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms"]
 DERIVED = ["speedup_vs_baseline", "speedup_vs_fp32", "speedup_vs_fp16", "top1_delta_pp"]
 COLUMNS = [
-    "cell_id", "experiment", "status", *SETTINGS, *LATENCY, "latency_cv", "latency_p50_lo_ms",
-    "latency_p50_hi_ms", "latency_spread_pct", "repeats", "throughput_ips", "top1_pct", "top5_pct",
+    "cell_id", "experiment", "status", *SETTINGS, *LATENCY, "latency_cv", "latency_p50_ci_lo_ms",
+    "latency_p50_ci_hi_ms", "latency_ci_pct", "ci_target_pct", "stable", "latency_spread_pct", "repeats",
+    "latency_samples", "load_avg_before", "load_avg_after", "throughput_ips", "top1_pct", "top5_pct",
     "top1_agreement_pct", "sqnr_db", "max_abs_error", "eval_samples", "qdq_hazards", "qdq_float_layers",
     *DERIVED, "engine_size_mb", "build_s", "calib_s", "export_s", "engine_cache_hit", "cell_s", "error",
-    "failed_stage", "baseline_id", "timing_includes", "engine", "onnx", "layer_table", "finished_utc",
+    "failed_stage", "baseline_id", "timing_includes", "engine", "onnx", "layer_table", "samples_file",
+    "finished_utc",
 ]
 # Columns every row must have for the table to be one of ours (tables from before `tool` existed hold pq rows).
 REQUIRED = ["cell_id", "status", *(c for c in SETTINGS if c != "tool")]
@@ -63,16 +65,21 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
     return df[COLUMNS + extra].reset_index(drop=True)
 
 
+def _resolved(rows: list[dict], root: Path) -> list[dict]:
+    """Files a row names relative to its sweep folder (layer tables, latency samples), made absolute."""
+    for row in rows:
+        for key in ("layer_table", "samples_file"):
+            if isinstance(row.get(key), str) and row[key] and not Path(row[key]).is_absolute():
+                row[key] = str((root / row[key]).resolve())
+    return rows
+
+
 def _read(path: Path) -> list[dict]:
     """Rows of one source: a sweep folder (its per-cell files, else its table) or a table file."""
     if path.is_dir():
         cells = sorted((path / "cells").glob("*.json"))
         if cells:
-            rows = [json.loads(p.read_text()) for p in cells]
-            for row in rows:
-                if row.get("layer_table"):
-                    row["layer_table"] = str((path / row["layer_table"]).resolve())
-            return rows
+            return _resolved([json.loads(p.read_text()) for p in cells], path)
         for name in ("results.parquet", "results.csv"):
             if (path / name).is_file():
                 return _read(path / name)
@@ -82,9 +89,9 @@ def _read(path: Path) -> list[dict]:
         raise HarnessError(f"{path}: no such file or folder; give sweep results (reports/<name>/)")
     try:
         if path.suffix == ".parquet":
-            return pd.read_parquet(path).to_dict("records")
+            return _resolved(pd.read_parquet(path).to_dict("records"), path.parent)
         if path.suffix == ".csv":
-            return pd.read_csv(path).to_dict("records")
+            return _resolved(pd.read_csv(path).to_dict("records"), path.parent)
         if path.suffix == ".json":
             data = json.loads(path.read_text())
             return data if isinstance(data, list) else [data]

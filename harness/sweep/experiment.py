@@ -21,7 +21,8 @@ SECTIONS = {
     "quantization": {"tools": ["pq"], "modes": ["selective"], "calibrators": ["entropy"], "percentile": 99.99,
                      "calib_batches": 4, "calib_batch_size": 32, "quantize_head": False,
                      "quantize_attention_matmul": False},
-    "timing": {"warmup_s": 0.2, "iterations": 50, "duration_s": 1.0, "repeats": 3},
+    "timing": {"warmup_s": 0.2, "iterations": 50, "duration_s": 1.0, "repeats": 3, "max_s": 10.0,
+               "ci_target_pct": None, "interleave": False},
     "evaluation": {"split": "val", "limit": None},
     "build": {"max_batch": None, "workspace_mb": 4096, "opt_level": 3, "verify": "strict"},
 }
@@ -210,6 +211,10 @@ def load_experiment(path: Path) -> Experiment:
     r.number(timing["iterations"], "timing.iterations", 1, integer=True)
     r.number(timing["duration_s"], "timing.duration_s", 0)
     r.number(timing["repeats"], "timing.repeats", 1, integer=True)
+    r.number(timing["max_s"], "timing.max_s", 0)
+    if timing["ci_target_pct"] is not None:
+        r.number(timing["ci_target_pct"], "timing.ci_target_pct", 0)
+    r.flag(timing["interleave"], "timing.interleave")
     evaluation = _section(r, raw, "evaluation")
     r.values(evaluation["split"], "evaluation.split", ("val", "calib", "train"))
     if evaluation["limit"] is not None:
