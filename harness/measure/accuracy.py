@@ -18,6 +18,7 @@ class AccuracyResult:
     reference_top1: float | None = None  # % top-1 of the FP32 PyTorch reference on the same inputs
     top1_delta: float | None = None  # top1 - reference_top1, in points
     reference_degenerate: str | None = None  # why agreement with the reference is not scored, when it is not
+    labels_beyond_head: int = 0  # samples whose label is no class the model's head outputs: top-1 cannot count them
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,4 +69,5 @@ def accuracy(logits: np.ndarray, labels: np.ndarray | None, reference: np.ndarra
         sq = sqnr_db(reference, logits)
     ref_top1 = topk_accuracy(reference, labels, 1) if labels is not None and reference is not None else None
     delta = top1 - ref_top1 if ref_top1 is not None else None
-    return AccuracyResult(len(logits), top1, top5, agree, err, sq, ref_top1, delta, degenerate)
+    beyond = int((labels >= logits.shape[1]).sum()) if labels is not None else 0
+    return AccuracyResult(len(logits), top1, top5, agree, err, sq, ref_top1, delta, degenerate, beyond)

@@ -20,7 +20,8 @@ COLUMNS = [
     "cell_id", "experiment", "status", *SETTINGS, *LATENCY, "latency_cv", "latency_p50_ci_lo_ms",
     "latency_p50_ci_hi_ms", "latency_ci_pct", "ci_target_pct", "stable", "latency_spread_pct", "repeats",
     "latency_samples", "load_avg_before", "load_avg_after", "throughput_ips", "top1_pct", "top5_pct",
-    "top1_agreement_pct", "sqnr_db", "max_abs_error", "eval_samples", "qdq_hazards", "qdq_float_layers",
+    "top1_agreement_pct", "sqnr_db", "max_abs_error", "eval_samples", "reference_degenerate", "labels_beyond_head",
+    "qdq_hazards", "qdq_float_layers",
     *DERIVED, "engine_size_mb", "build_s", "calib_s", "export_s", "engine_cache_hit", "cell_s", "error",
     "failed_stage", "baseline_id", "timing_includes", "engine", "onnx", "layer_table", "samples_file",
     "finished_utc",
@@ -29,13 +30,14 @@ COLUMNS = [
 REQUIRED = ["cell_id", "status", *(c for c in SETTINGS if c != "tool")]
 
 
-def _with_peer_speedup(df: pd.DataFrame, precision: str) -> pd.Series:
-    """p50 of the same model, dataset, backend and batch at `precision`, over this cell's p50."""
+PEER_KEYS = ["model", "dataset", "backend", "batch"]
+
+
+def peer_values(df: pd.DataFrame, precision: str, column: str) -> pd.Series:
+    """`column` of the ok cell of the same model, dataset, backend and batch at `precision`, for every row."""
     ok = df[(df["status"] == "ok") & (df["precision"] == precision)]
-    keys = ["model", "dataset", "backend", "batch"]
-    peer = ok.drop_duplicates(keys).set_index(keys)["latency_p50_ms"]
-    index = pd.MultiIndex.from_frame(df[keys])
-    return pd.Series(peer.reindex(index).to_numpy() / df["latency_p50_ms"].to_numpy(), index=df.index)
+    peer = ok.drop_duplicates(PEER_KEYS).set_index(PEER_KEYS)[column]
+    return pd.Series(peer.reindex(pd.MultiIndex.from_frame(df[PEER_KEYS])).to_numpy(), index=df.index)
 
 
 def results_frame(rows: list[dict]) -> pd.DataFrame:
@@ -49,7 +51,7 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
     for col in COLUMNS:
         if col not in df.columns:
             df[col] = np.nan
-    numeric = [*LATENCY, "top1_pct", "batch"]
+    numeric = [*LATENCY, "top1_pct", "batch", "latency_p50_ci_lo_ms", "latency_p50_ci_hi_ms"]
     df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
     for col in ("tool", "mode", "calibrator", "error", "failed_stage"):
         df[col] = df[col].where(df[col].notna() & (df[col] != ""), None)
@@ -59,8 +61,8 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
     base = df["baseline_id"].map(ok["latency_p50_ms"])
     df["speedup_vs_baseline"] = base / df["latency_p50_ms"]
     df["top1_delta_pp"] = df["top1_pct"] - df["baseline_id"].map(ok["top1_pct"])
-    df["speedup_vs_fp32"] = _with_peer_speedup(df, "fp32")
-    df["speedup_vs_fp16"] = _with_peer_speedup(df, "fp16")
+    df["speedup_vs_fp32"] = peer_values(df, "fp32", "latency_p50_ms") / df["latency_p50_ms"]
+    df["speedup_vs_fp16"] = peer_values(df, "fp16", "latency_p50_ms") / df["latency_p50_ms"]
     extra = sorted(c for c in df.columns if c not in COLUMNS)
     return df[COLUMNS + extra].reset_index(drop=True)
 

@@ -237,7 +237,7 @@ def run_cell(ws: Workspace, cell: Cell) -> dict:
                                        ws.reference(cell)))
         row.update(top1_pct=acc.top1, top5_pct=acc.top5, top1_agreement_pct=acc.top1_agreement,
                    sqnr_db=acc.sqnr_db, max_abs_error=acc.max_abs_error, eval_samples=acc.samples,
-                   reference_degenerate=acc.reference_degenerate)
+                   reference_degenerate=acc.reference_degenerate, labels_beyond_head=acc.labels_beyond_head)
         row["failed_stage"] = "inspect"
         if onnx is not None and cell.tool is not None:
             row.update(ws.qdq_verdict(onnx))
