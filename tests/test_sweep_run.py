@@ -138,3 +138,31 @@ def test_tensorrt_sweep_stores_the_engine_layer_table_and_reports_it(run_cli, fa
     layers = pd.read_csv(Path("reports/trt") / row["layer_table"])
     assert len(layers) == row["layers_total"] > 0 and {"name", "input_precision"} <= set(layers.columns)
     assert 'id="plot-layer_precision"' in Path("reports/trt/report.html").read_text()
+
+
+def test_interleaved_timing_alternates_the_cells_of_a_batch_and_still_fails_a_broken_one(run_cli, tiny_experiment,
+                                                                                        engines_dir, monkeypatch):
+    """timing.interleave: the fp32 and fp16 cells of batch 1 take turns, repeat by repeat; a cell whose artifact
+    cannot be made is still a failed row with its stage."""
+    from harness.backends import cpu
+
+    order = []
+    real = cpu.CpuRunner.time
+
+    def logged(self, x, *args, **kwargs):
+        order.append(id(self))
+        return real(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(cpu.CpuRunner, "time", logged)
+    path = tiny_experiment(duration=0.02)
+    text = path.read_text().replace("precisions: [fp32]", "precisions: [fp32, fp16]")
+    text = text.replace("batch_sizes: [1, 2]", "batch_sizes: [1]")
+    path.write_text(text.replace("max_s: 0.5", "max_s: 0.5, interleave: true"))
+    result = run_cli("sweep", path, "--engines-dir", engines_dir)
+    assert result.exit_code == 0 and "timing 2 cells of digits-resnet on cpu, batch 1, interleaved" in result.output
+    first, second = order[:2]
+    assert first != second and order[:6] == [first, second] * 3  # round-robin, one repeat of each in turn
+    table = pd.read_csv("reports/tiny/results.csv")
+    ok = table[table["status"] == "ok"]
+    assert sorted(ok["precision"]) == ["fp16", "fp32"] and (ok["repeats"] >= 3).all()
+    assert (table[table["status"] == "failed"]["failed_stage"] == "calibrate+export").all()
