@@ -27,7 +27,7 @@ def report():
 @report.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
-              help="Folder for report.md, report.html (self-contained), plots/ and results.csv/.parquet.")
+              help="Folder for report.html (self-contained, interactive), report.md and results.csv/.parquet.")
 @click.option("--title", default=None, help="Report title (default: the experiments' names).")
 def merge(results, output, title):
     """Merge rows from sweep folders or result tables (shards, runners) into one report."""
