@@ -4,6 +4,7 @@
     nox -s lint      # ruff
     nox -s gpu       # tests marked gpu: needs a CUDA GPU and torch's CUDA; TensorRT ones skip without tensorrt
     nox -s bench     # every benchmarks/bench_*.py, printing its figures
+    nox -s report    # the quickstart sweep's report, and a screenshot of it (docs/report.png; needs chromium)
 """
 
 import sys
@@ -36,3 +37,11 @@ def bench(session):
     for script in sorted(Path("benchmarks").glob("bench_*.py")):
         session.log(f"== {script}")
         session.run(PY, str(script), *session.posargs)
+
+
+@nox.session
+def report(session):
+    session.run(PY, "-c", "from harness.cli import main; main()", "sweep", "experiments/quickstart.yaml",
+                *session.posargs)
+    session.run(PY, "-c", "from harness.report.browser import screenshot; "
+                "print(screenshot('reports/quickstart/report.html', 'docs/report.png'))")

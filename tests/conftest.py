@@ -1,5 +1,6 @@
 """Shared fixtures: a per-session engines cache so tests never touch the user's engines/ folder."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -100,7 +101,7 @@ name: tiny
 models: [digits-resnet, brokenmodel:build]
 precisions: [fp32]
 batch_sizes: [1, 2]
-timing: {{warmup_s: 0.01, iterations: 3, duration_s: {duration}, repeats: 3}}
+timing: {{warmup_s: 0.01, iterations: 3, duration_s: {duration}, repeats: 3, max_s: 0.5}}
 evaluation: {{limit: 64}}
 """
 
@@ -114,7 +115,8 @@ def tiny_experiment(tmp_path, monkeypatch):
     broken = "def build():\n    raise RuntimeError('boom: this model cannot be built')\n"
     (tmp_path / "brokenmodel.py").write_text(broken)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    # Keep an outer PYTHONPATH (a worktree's checkout), so subprocesses import the harness under test.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
     monkeypatch.chdir(tmp_path)
 
     def write(duration: float = 0.05, name: str = "tiny.yaml") -> Path:

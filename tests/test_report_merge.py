@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.report.charts import figures
 from harness.report.merge import SETTINGS, load_results
-from harness.report.plots import figures
 from harness.report.sections import build_sections
 
 SAME = ["cell_id", "baseline_id", "status", *SETTINGS, "top1_pct", "top1_agreement_pct", "error", "failed_stage"]
@@ -27,7 +27,7 @@ def test_two_shards_merged_equal_one_unsharded_run(run_cli, tiny_experiment, eng
     assert pd.read_csv("merged/results.csv")["cell_id"].tolist() == b["cell_id"].tolist()
     assert list(a.columns) == list(b.columns)
     assert a["speedup_vs_baseline"].notna().sum() == b["speedup_vs_baseline"].notna().sum() == 2
-    for name in ("report.md", "report.html", "results.parquet", "plots/latency_vs_accuracy.png"):
+    for name in ("report.md", "report.html", "results.parquet"):
         assert Path("merged", name).is_file(), name
 
 
@@ -56,18 +56,15 @@ def test_speedups_pareto_and_layer_section_only_when_an_engine_was_inspected(tmp
     assert plain.set_index("cell_id")["speedup_vs_fp32"].to_dict() == {"a": 1.0, "b": 2.0, "c": 4.0}
     assert plain.set_index("cell_id")["speedup_vs_fp16"]["c"] == 2.0
     assert plain.set_index("cell_id")["top1_delta_pp"]["c"] == -0.5
-    assert set(figures(plain)) == {"latency_vs_accuracy", "speedup"}
-    titles = [s.title for s in build_sections(plain, figures(plain))]
-    assert "Per-layer precision of inspected engines" not in titles
-    pareto = next(s for s in build_sections(plain, {}) if s.title == "Pareto front").table
-    assert list(pareto["precision"]) == ["fp16", "int8"]  # fp32 is slower than fp16 at the same top-1
+    assert set(figures(plain)) == {"accuracy-0", "speedup"}  # no SQNR given: no fidelity plot
+    pareto = next(s for s in build_sections(plain)[1] if s.title == "Pareto front").table.text
+    assert list(pareto["precision"]) == ["int8", "fp16"]  # fp32 is slower than fp16 at the same top-1
 
     layers = tmp_path / "layers.csv"
     pd.DataFrame({"name": ["conv1", "conv2", "fc"], "input_precision": ["INT8", "INT8", "FP16/FP32"]}).to_csv(layers)
     inspected = results_frame(_rows(str(layers)).to_dict("records"))
-    figs = figures(inspected)
-    assert "layer_precision" in figs and figs["layer_precision"].startswith(b"\x89PNG")
-    assert "Per-layer precision of inspected engines" in [s.title for s in build_sections(inspected, figs)]
+    bars = figures(inspected)["layer_precision"]["data"]
+    assert {t["name"]: t["x"] for t in bars} == {"INT8": [2.0], "FP16": [1.0]}
 
 
 def test_report_errors_are_one_line(run_cli, tmp_path):

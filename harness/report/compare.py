@@ -1,8 +1,9 @@
 """The CI gate: compare two result sets cell by cell and call a regression only what noise cannot explain.
 
-Each cell was timed in several repeats; the range of their p50s (latency_spread_pct) is the run-to-run noise
-that cell showed. A latency change counts only beyond the allowed regression plus the larger of the two
-runs' spreads, so two runs of the same build pass and a real slowdown does not hide behind a fixed threshold.
+A cell's latency regresses when CURRENT is slower both significantly (a one-sided Mann-Whitney U test on the
+raw per-query latencies both runs kept, p < 0.05) and by more than the allowed percentage (the ratio of the
+medians, reported with its bootstrap 95 % interval). A cell the baseline had and the current run lacks, or one
+that now fails, is a regression too; new cells are listed, never silently passed as checked.
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.measure.samples import read_samples
 from harness.report.merge import SETTINGS
-from harness.report.pareto import accuracy_column
+from harness.report.pareto import accuracy_column, unstable
+from harness.report.stats import Shift, slowdown, slowdown_from_intervals
+
+CI_COLUMNS = ["latency_p50_ci_lo_ms", "latency_p50_ci_hi_ms"]
 
 
 @dataclass
 class Comparison:
-    table: pd.DataFrame  # one row per cell of either side: settings, figures of both, verdict
+    table: pd.DataFrame  # one row per cell of either side: settings, figures of both, test results, verdict
     regressions: int
 
 
@@ -38,15 +43,26 @@ def _keyed(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     df[SETTINGS] = df[SETTINGS].astype(object).where(df[SETTINGS].notna(), "-").astype(str)
     df["batch"] = df["batch"].str.removesuffix(".0")
+    df["unstable"] = unstable(df)
     return df.drop_duplicates(SETTINGS, keep="last").set_index(SETTINGS)
 
 
-def _verdict(r, max_latency_pct: float, max_drop_pp: float) -> str:
-    base_ok, cur_ok = r["status_base"] == "ok", r["status_cur"] == "ok"
+def _shift(r) -> Shift | None:
+    if r["status_base"] != "ok" or r["status_cur"] != "ok":
+        return None
+    base, cur = read_samples(r["samples_file_base"]), read_samples(r["samples_file_cur"])
+    if base is not None and cur is not None and len(base) and len(cur):
+        return slowdown(base, cur)
+    side = {s: {c: r[f"{c}_{s}"] for c in ["latency_p50_ms", *CI_COLUMNS]} for s in ("base", "cur")}
+    return slowdown_from_intervals(side["base"], side["cur"])
+
+
+def _verdict(r, shift: Shift | None, max_latency_pct: float, max_drop_pp: float) -> str:
     if pd.isna(r["status_cur"]):
-        return "missing in current"
+        return "REGRESSION: missing in current"
     if pd.isna(r["status_base"]):
         return "new"
+    base_ok, cur_ok = r["status_base"] == "ok", r["status_cur"] == "ok"
     if base_ok and not cur_ok:
         return "REGRESSION: now fails"
     if not cur_ok:
@@ -54,7 +70,7 @@ def _verdict(r, max_latency_pct: float, max_drop_pp: float) -> str:
     if not base_ok:
         return "fixed"
     found = []
-    if r["latency_change_pct"] > max_latency_pct + r["noise_pct"]:
+    if shift.significant and 100.0 * (shift.ratio - 1.0) > max_latency_pct:
         found.append("latency")
     if r["accuracy_drop_pp"] > max_drop_pp:
         found.append("accuracy")
@@ -76,16 +92,20 @@ def _gpu_state(states) -> str:
 
 def compare(base: pd.DataFrame, cur: pd.DataFrame, max_latency_pct: float, max_drop_pp: float) -> Comparison:
     acc = accuracy_column(pd.concat([base, cur]))
-    cols = ["status", "latency_p50_ms", "latency_spread_pct", acc]
+    cols = ["status", "latency_p50_ms", *CI_COLUMNS, "samples_file", "unstable", acc]
     both = _keyed(base)[cols].join(_keyed(cur)[cols], how="outer", lsuffix="_base", rsuffix="_cur")
-    both["latency_change_pct"] = 100.0 * (both["latency_p50_ms_cur"] / both["latency_p50_ms_base"] - 1.0)
-    spreads = both[["latency_spread_pct_base", "latency_spread_pct_cur"]].astype(float)
-    both["noise_pct"] = spreads.max(axis=1).fillna(0.0)
-    both["allowed_pct"] = max_latency_pct + both["noise_pct"]
     both["accuracy_drop_pp"] = both[f"{acc}_base"] - both[f"{acc}_cur"]
-    both["verdict"] = [_verdict(r, max_latency_pct, max_drop_pp) for _, r in both.iterrows()]
+    shifts = [_shift(r) for _, r in both.iterrows()]
+    both["latency_ratio"] = [s.ratio if s else np.nan for s in shifts]
+    both["latency_change_pct"] = 100.0 * (both["latency_ratio"] - 1.0)
+    both["ratio_ci_lo"] = [s.lo if s else np.nan for s in shifts]
+    both["ratio_ci_hi"] = [s.hi if s else np.nan for s in shifts]
+    both["p_value"] = [s.p_value if s else None for s in shifts]
+    both["test"] = [s.method if s else None for s in shifts]
+    both["verdict"] = [_verdict(r, s, max_latency_pct, max_drop_pp) for (_, r), s in zip(both.iterrows(), shifts,
+                                                                                        strict=True)]
     both["verdict"] = [v + _gpu_state(r) if v.startswith("REGRESSION") else v
                        for v, (_, r) in zip(both["verdict"], _states(base, cur, both.index).iterrows(), strict=True)]
-    table = both.reset_index()
+    table = both.reset_index().drop(columns=["samples_file_base", "samples_file_cur"])
     regressions = int(table["verdict"].str.startswith("REGRESSION").sum())
     return Comparison(table.replace({np.nan: None}), regressions)

@@ -1,10 +1,12 @@
-"""The report as Markdown: tables inline, figures as PNG files beside it (GitHub renders both)."""
+"""The report as short Markdown: the headline, the Pareto front and the failures; the CSV holds the rest."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from harness.report.sections import FIGURES, Section
+from harness.report.sections import Section
+
+SHORT = ("Pareto front", "Failed cells")
 
 
 def md_table(df: pd.DataFrame) -> str:
@@ -16,14 +18,13 @@ def md_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def render(title: str, sections: list[Section], figure_files: dict[str, str]) -> str:
-    out = [f"# {title}", ""]
+def render(title: str, headline: list[str], sections: list[Section], csv: str) -> str:
+    out = [f"# {title}", "", *(f"- {s}" for s in headline), ""]
     for s in sections:
-        out += [f"## {s.title}", ""]
-        if s.text:
-            out += [s.text, ""]
-        if s.figure:
-            out += [f"![{FIGURES[s.figure]}]({figure_files[s.figure]})", ""]
-        if s.table is not None:
-            out += [md_table(s.table) if len(s.table) else "(none)", ""]
+        if s.title not in SHORT:
+            continue
+        out += [f"## {s.title}", "", s.text, ""]
+        text = s.table.text.loc[:, [c for c in s.table.text.columns if s.table.text[c].ne("n/a").any()]]
+        out += [md_table(text) if len(text) else "(none)", ""]
+    out += [f"Every cell and column: [{csv}]({csv}); plots and sortable tables: [report.html](report.html).", ""]
     return "\n".join(out)

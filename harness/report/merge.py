@@ -17,23 +17,27 @@ SETTINGS = ["model", "dataset", "backend", "precision", "tool", "mode", "calibra
 LATENCY = ["latency_min_ms", "latency_mean_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms"]
 DERIVED = ["speedup_vs_baseline", "speedup_vs_fp32", "speedup_vs_fp16", "top1_delta_pp"]
 COLUMNS = [
-    "cell_id", "experiment", "status", *SETTINGS, *LATENCY, "latency_cv", "latency_p50_lo_ms",
-    "latency_p50_hi_ms", "latency_spread_pct", "repeats", "throughput_ips", "top1_pct", "top5_pct",
-    "top1_agreement_pct", "sqnr_db", "max_abs_error", "eval_samples", "qdq_hazards", "qdq_float_layers",
+    "cell_id", "experiment", "status", *SETTINGS, *LATENCY, "latency_cv", "latency_p50_ci_lo_ms",
+    "latency_p50_ci_hi_ms", "latency_ci_pct", "ci_target_pct", "stable", "latency_spread_pct", "repeats",
+    "latency_samples", "load_avg_before", "load_avg_after", "throughput_ips", "top1_pct", "top5_pct",
+    "top1_agreement_pct", "sqnr_db", "max_abs_error", "eval_samples", "reference_degenerate", "labels_unusable",
+    "qdq_hazards", "qdq_float_layers",
     *DERIVED, "engine_size_mb", "build_s", "calib_s", "export_s", "engine_cache_hit", "cell_s", "error",
-    "failed_stage", "baseline_id", "timing_includes", "engine", "onnx", "layer_table", "finished_utc",
+    "failed_stage", "baseline_id", "timing_includes", "engine", "onnx", "layer_table", "samples_file",
+    "finished_utc",
 ]
 # Columns every row must have for the table to be one of ours (tables from before `tool` existed hold pq rows).
 REQUIRED = ["cell_id", "status", *(c for c in SETTINGS if c != "tool")]
 
 
-def _with_peer_speedup(df: pd.DataFrame, precision: str) -> pd.Series:
-    """p50 of the same model, dataset, backend and batch at `precision`, over this cell's p50."""
+PEER_KEYS = ["model", "dataset", "backend", "batch"]
+
+
+def peer_values(df: pd.DataFrame, precision: str, column: str) -> pd.Series:
+    """`column` of the ok cell of the same model, dataset, backend and batch at `precision`, for every row."""
     ok = df[(df["status"] == "ok") & (df["precision"] == precision)]
-    keys = ["model", "dataset", "backend", "batch"]
-    peer = ok.drop_duplicates(keys).set_index(keys)["latency_p50_ms"]
-    index = pd.MultiIndex.from_frame(df[keys])
-    return pd.Series(peer.reindex(index).to_numpy() / df["latency_p50_ms"].to_numpy(), index=df.index)
+    peer = ok.drop_duplicates(PEER_KEYS).set_index(PEER_KEYS)[column]
+    return pd.Series(peer.reindex(pd.MultiIndex.from_frame(df[PEER_KEYS])).to_numpy(), index=df.index)
 
 
 def results_frame(rows: list[dict]) -> pd.DataFrame:
@@ -47,7 +51,7 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
     for col in COLUMNS:
         if col not in df.columns:
             df[col] = np.nan
-    numeric = [*LATENCY, "top1_pct", "batch"]
+    numeric = [*LATENCY, "top1_pct", "batch", "latency_p50_ci_lo_ms", "latency_p50_ci_hi_ms"]
     df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
     for col in ("tool", "mode", "calibrator", "error", "failed_stage"):
         df[col] = df[col].where(df[col].notna() & (df[col] != ""), None)
@@ -57,10 +61,19 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
     base = df["baseline_id"].map(ok["latency_p50_ms"])
     df["speedup_vs_baseline"] = base / df["latency_p50_ms"]
     df["top1_delta_pp"] = df["top1_pct"] - df["baseline_id"].map(ok["top1_pct"])
-    df["speedup_vs_fp32"] = _with_peer_speedup(df, "fp32")
-    df["speedup_vs_fp16"] = _with_peer_speedup(df, "fp16")
+    df["speedup_vs_fp32"] = peer_values(df, "fp32", "latency_p50_ms") / df["latency_p50_ms"]
+    df["speedup_vs_fp16"] = peer_values(df, "fp16", "latency_p50_ms") / df["latency_p50_ms"]
     extra = sorted(c for c in df.columns if c not in COLUMNS)
     return df[COLUMNS + extra].reset_index(drop=True)
+
+
+def _resolved(rows: list[dict], root: Path) -> list[dict]:
+    """Files a row names relative to its sweep folder (layer tables, profiles, latency samples), made absolute."""
+    for row in rows:
+        for key in ("layer_table", "profile_table", "samples_file"):
+            if isinstance(row.get(key), str) and row[key] and not Path(row[key]).is_absolute():
+                row[key] = str((root / row[key]).resolve())
+    return rows
 
 
 def _read(path: Path) -> list[dict]:
@@ -79,12 +92,7 @@ def _read_own(path: Path) -> list[dict]:
     """A sweep folder's own rows: its per-cell files, else its table."""
     cells = sorted((path / "cells").glob("*.json"))
     if cells:
-        rows = [json.loads(p.read_text()) for p in cells]
-        for row in rows:
-            for key in ("layer_table", "profile_table"):  # files kept beside the rows
-                if row.get(key):
-                    row[key] = str((path / row[key]).resolve())
-        return rows
+        return _resolved([json.loads(p.read_text()) for p in cells], path)
     for name in ("results.parquet", "results.csv"):
         if (path / name).is_file():
             return _read_table(path / name)
@@ -97,9 +105,9 @@ def _read_table(path: Path) -> list[dict]:
         raise HarnessError(f"{path}: no such file or folder; give sweep results (reports/<name>/)")
     try:
         if path.suffix == ".parquet":
-            return pd.read_parquet(path).to_dict("records")
+            return _resolved(pd.read_parquet(path).to_dict("records"), path.parent)
         if path.suffix == ".csv":
-            return pd.read_csv(path).to_dict("records")
+            return _resolved(pd.read_csv(path).to_dict("records"), path.parent)
         if path.suffix == ".json":
             data = json.loads(path.read_text())
             return data if isinstance(data, list) else [data]

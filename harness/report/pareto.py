@@ -12,10 +12,22 @@ def accuracy_column(df: pd.DataFrame) -> str:
     return "top1_pct" if df["top1_pct"].notna().any() else "top1_agreement_pct"
 
 
+def unstable(df: pd.DataFrame) -> pd.Series:
+    """True for cells whose median latency did not settle within its target (rows from before the stopping
+    rule, which have no `stable` column, are not called unstable)."""
+    return df["stable"].astype(str).str.lower().isin(["false", "0", "0.0"])
+
+
+def ranked(df: pd.DataFrame) -> pd.DataFrame:
+    """The cells that may be ranked on latency: finished, timed, and stable."""
+    return df[(df["status"] == "ok") & df["latency_p50_ms"].notna() & ~unstable(df)]
+
+
 def pareto_mask(df: pd.DataFrame) -> pd.Series:
-    """True for ok cells no other ok cell of their group beats on both p50 latency and accuracy."""
+    """True for ranked cells no other ranked cell of their group beats on both p50 latency and accuracy;
+    unstable cells are never on the front, since their latency is not known well enough to rank."""
     mask = pd.Series(False, index=df.index)
-    ok = df[(df["status"] == "ok") & df["latency_p50_ms"].notna()]
+    ok = ranked(df)
     for _, group in ok.groupby(GROUP, dropna=False):
         group = group[group[accuracy_column(group)].notna()]
         lat, score = group["latency_p50_ms"], group[accuracy_column(group)]

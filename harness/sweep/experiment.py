@@ -23,8 +23,8 @@ SECTIONS = {
     "quantization": {"tools": ["pq"], "modes": ["selective"], "calibrators": ["entropy"], "percentile": 99.99,
                      "calib_batches": 4, "calib_batch_size": 32, "quantize_head": False,
                      "quantize_attention_matmul": False},
-    "timing": {"warmup_s": 0.2, "iterations": 50, "duration_s": 1.0, "repeats": 3, "cuda_binding": "auto",
-               "profile": False},
+    "timing": {"warmup_s": 0.2, "iterations": 50, "duration_s": 1.0, "repeats": 3, "max_s": 10.0,
+               "ci_target_pct": None, "interleave": False, "cuda_binding": "auto", "profile": False},
     "evaluation": {"split": "val", "limit": None},
     "build": {"max_batch": None, "workspace_mb": 4096, "opt_level": 3, "verify": "strict"},
     # Where the cells run when the sweep is given --executor ray|slurm; no part of a cell's id.
@@ -235,6 +235,10 @@ def load_experiment(path: Path) -> Experiment:
     r.flag(timing["profile"], "timing.profile")
     if timing["cuda_binding"] not in CUDA_BINDINGS:
         raise r.fail("timing.cuda_binding", f"{timing['cuda_binding']!r}: choose one of {', '.join(CUDA_BINDINGS)}")
+    r.number(timing["max_s"], "timing.max_s", 0)
+    if timing["ci_target_pct"] is not None:
+        r.number(timing["ci_target_pct"], "timing.ci_target_pct", 0)
+    r.flag(timing["interleave"], "timing.interleave")
     evaluation = _section(r, raw, "evaluation")
     r.values(evaluation["split"], "evaluation.split", ("val", "calib", "train"))
     if evaluation["limit"] is not None:

@@ -23,6 +23,8 @@ from harness.errors import HarnessError, MissingDependency
 from harness.fileio import atomic_write
 from harness.measure.evaluate import evaluate, reference_outputs
 from harness.measure.latency import latency_stats
+from harness.measure.samples import write_samples
+from harness.measure.stability import StopRule, interval, load_average, time_until_stable
 from harness.sweep import environment
 from harness.sweep.experiment import Experiment
 from harness.sweep.matrix import Cell, baseline_of, cell_id, quant_config, work_key
@@ -49,6 +51,7 @@ class Workspace:
     log: Callable[[str], None]
     env: dict = field(default_factory=environment.capture)
     memo: dict = field(default_factory=dict)
+    timed: dict = field(default_factory=dict)  # cell id -> timing columns measured ahead (timing.interleave)
 
     def once(self, key: tuple, make: Callable):
         """make() once per key, its failure too: a broken shared step fails each of its cells at once."""
@@ -143,29 +146,44 @@ def cell_input(spec, batch: int) -> np.ndarray:
     return np.resize(SyntheticDataset(spec).take("val", 1)[0], (batch, *spec.input_shape)).astype(np.float32)
 
 
-def time_cell(runner, spec, batch: int, timing: dict) -> dict:
-    """`repeats` timed runs pooled into one set of statistics; the spread of their p50s is the noise a
-    comparison must allow for."""
+def time_cell(ws: Workspace, cell: Cell, runners: dict) -> dict[str, dict]:
+    """Time each runner (cell id -> runner of `cell`'s model and batch; several only for `timing.interleave`)
+    until its median is stable, repeats alternating between runners; cell id -> row columns. The raw
+    per-query latencies go to samples/<cell id>.parquet for `report compare`; the GPU's clocks, power and
+    throttling (NVML) are watched throughout."""
     from harness.measure.gpu_state import GpuMonitor
 
-    x = cell_input(spec, batch)
-    with GpuMonitor(enabled=getattr(runner, "on_gpu", False)) as gpu:
-        runs = [runner.time(x, timing["warmup_s"], timing["iterations"], timing["duration_s"])
-                for _ in range(timing["repeats"])]
+    timing, spec = ws.exp.timing, ws.exp.specs[cell.model]
+    x = cell_input(spec, cell.batch)
+    rule = StopRule.of(timing, cell.backend)
+    load_before = load_average()
+    with GpuMonitor(enabled=any(getattr(r, "on_gpu", False) for r in runners.values())) as gpu:
+        runs = time_until_stable(
+            {cid: (lambda r=r: r.time(x, timing["warmup_s"], timing["iterations"], timing["duration_s"]))
+             for cid, r in runners.items()},
+            dict.fromkeys(runners, rule))
+    extra = {"load_avg_before": load_before, "load_avg_after": load_average(), **gpu.columns()}
+    return {cid: {**timing_columns(timed, cell.batch, rule.target_pct), **extra,
+                  "samples_file": write_samples(ws.store.root, cid, [t.latency_ms for t in timed])}
+            for cid, timed in runs.items()}
+
+
+def timing_columns(runs: list[Timing], batch: int, target_pct: float) -> dict:
+    """Pooled percentiles, the median's interval and whether it met the target."""
     pooled = latency_stats(Timing(np.concatenate([t.latency_ms for t in runs]), sum(t.wall_s for t in runs),
                                   batch, runs[0].includes))
+    ci = interval([t.latency_ms for t in runs])
     p50s = [float(np.percentile(t.latency_ms, 50)) for t in runs]
     return {
         "latency_min_ms": pooled.latency_min_ms, "latency_mean_ms": pooled.latency_mean_ms,
         "latency_p50_ms": pooled.latency_p50_ms, "latency_p90_ms": pooled.latency_p90_ms,
-        "latency_p99_ms": pooled.latency_p99_ms, "latency_cv": pooled.latency_cv,
-        "latency_p50_lo_ms": min(p50s), "latency_p50_hi_ms": max(p50s),
+        "latency_p99_ms": pooled.latency_p99_ms, "latency_cv": pooled.latency_cv, **ci.columns(),
+        "ci_target_pct": target_pct, "stable": bool(ci.half_width_pct <= target_pct),
         "latency_spread_pct": 100.0 * (max(p50s) - min(p50s)) / pooled.latency_p50_ms,
-        "repeats": len(runs), "throughput_ips": pooled.throughput_ips, "timing_includes": pooled.includes,
-        "timing_convention": runs[0].convention or None,
+        "repeats": len(runs), "latency_samples": pooled.iterations, "throughput_ips": pooled.throughput_ips,
+        "timing_includes": pooled.includes, "timing_convention": runs[0].convention or None,
         "gpu_compute_p50_ms": (float(np.median(np.concatenate([t.components["gpu_compute_ms"] for t in runs])))
                                if "gpu_compute_ms" in runs[0].components else None),
-        **gpu.columns(),
     }
 
 
@@ -211,36 +229,52 @@ def lost_row(exp: Experiment, cell: Cell, stage: str, error: str) -> dict:
             "finished_utc": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
 
 
+def open_artifact(ws: Workspace, cell: Cell, row: dict):
+    """Export, build and load the cell's artifact, recording figures in `row`; row["failed_stage"] names the
+    stage in progress, so a failure is reported where it happened. Returns (artifact metadata, runner, ONNX)."""
+    exp, spec = ws.exp, ws.exp.specs[cell.model]
+    row["failed_stage"] = "backend"
+    backend = ws.backend(cell)
+    onnx = None
+    if not hasattr(backend, "build_from_spec"):  # backends that run the PyTorch model need no export
+        row["failed_stage"] = "calibrate+export"
+        ws.quantizer(cell)
+        onnx, prepare_s = ws.onnx_of(cell)
+        row.update(onnx=str(onnx), export_s=prepare_s,
+                   calib_s=prepare_s if quant_config(exp, cell) else None, **export_check_columns(onnx))
+    row["failed_stage"] = "build"
+    quant = quant_config(exp, cell)
+    meta, hit = build_artifact(spec, cell.backend, build_options(exp, cell), ws.engines_dir,
+                               quant.to_dict() if quant else None, onnx, ws.log, exp.build["verify"],
+                               exp.timing["cuda_binding"])
+    row.update(engine=meta.artifact, engine_size_mb=meta.artifact_bytes / 1e6, build_s=meta.build_s,
+               engine_cache_hit=hit)
+    row["failed_stage"] = "load"
+    meta, runner = load_engine(Path(meta.artifact), exp.timing["cuda_binding"])
+    row["cuda_binding"] = getattr(runner, "cuda_binding", None)
+    return meta, runner, onnx
+
+
+def close(runner) -> None:
+    closer = getattr(runner, "close", None)
+    if closer:
+        closer()
+
+
 def run_cell(ws: Workspace, cell: Cell) -> dict:
     """Every stage of one cell; an exception becomes the row's status, error and failed stage."""
     exp, spec = ws.exp, ws.exp.specs[cell.model]
     row = row_head(exp, cell)
-    start, stage, runner = time.perf_counter(), "backend", None
+    start, runner = time.perf_counter(), None
     try:
-        backend = ws.backend(cell)
-        onnx = None
-        if not hasattr(backend, "build_from_spec"):  # backends that run the PyTorch model need no export
-            stage = "calibrate+export"
-            ws.quantizer(cell)
-            onnx, prepare_s = ws.onnx_of(cell)
-            row.update(onnx=str(onnx), export_s=prepare_s,
-                       calib_s=prepare_s if quant_config(exp, cell) else None, **export_check_columns(onnx))
-        stage = "build"
-        quant = quant_config(exp, cell)
-        meta, hit = build_artifact(spec, cell.backend, build_options(exp, cell), ws.engines_dir,
-                                   quant.to_dict() if quant else None, onnx, ws.log, exp.build["verify"],
-                                   exp.timing["cuda_binding"])
-        row.update(engine=meta.artifact, engine_size_mb=meta.artifact_bytes / 1e6, build_s=meta.build_s,
-                   engine_cache_hit=hit)
-        stage = "load"
-        meta, runner = load_engine(Path(meta.artifact), exp.timing["cuda_binding"])
-        row["cuda_binding"] = getattr(runner, "cuda_binding", None)
-        stage = "time"
-        row.update(time_cell(runner, spec, cell.batch, exp.timing))
+        meta, runner, onnx = open_artifact(ws, cell, row)
+        row["failed_stage"] = "time"
+        cid = row["cell_id"]
+        row.update(ws.timed.pop(cid, None) or time_cell(ws, cell, {cid: runner})[cid])
         if exp.timing["profile"]:
-            stage = "profile"
+            row["failed_stage"] = "profile"
             row.update(_profile(ws, runner, spec, row))
-        stage = "evaluate"
+        row["failed_stage"] = "evaluate"
         acc = ws.once(("accuracy", meta.artifact_sha256, cell.dataset),
                       lambda: evaluate(runner, ws.dataset(cell), exp.evaluation["split"],
                                        (meta.batch[0], meta.batch[2]), exp.evaluation["limit"],
@@ -248,21 +282,45 @@ def run_cell(ws: Workspace, cell: Cell) -> dict:
         row.update(top1_pct=acc.top1, top5_pct=acc.top5, top1_agreement_pct=acc.top1_agreement,
                    sqnr_db=acc.sqnr_db, max_abs_error=acc.max_abs_error, eval_samples=acc.samples,
                    reference_degenerate=acc.reference_degenerate, labels_unusable=acc.labels_unusable)
-        stage = "inspect"
+        row["failed_stage"] = "inspect"
         if onnx is not None and cell.tool is not None:
             row.update(ws.qdq_verdict(onnx))
         row.update(_layers(ws, runner, row["cell_id"]))
+        row["failed_stage"] = None
     except Exception as exc:  # one broken cell must not end the sweep: it becomes a row
-        row.update(status="failed", error=one_line(exc), failed_stage=stage,
+        row.update(status="failed", error=one_line(exc),
                    missing_extra=exc.extra if isinstance(exc, MissingDependency) else None)
     finally:
-        close = getattr(runner, "close", None)
-        if close:
-            close()
+        close(runner)
     row["cell_s"] = round(time.perf_counter() - start, 3)
     row["finished_utc"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
     row.update(ws.env)
     return row
+
+
+def time_interleaved(ws: Workspace, cells: list[Cell]) -> None:
+    """`timing.interleave`: time the cells of each model, backend and batch together, one repeat of each in
+    turn, into ws.timed; a cell whose artifact cannot be opened is left for run_cell to fail with its stage."""
+    groups: dict[tuple, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.model, cell.backend, cell.batch), []).append(cell)
+    for (model, backend, batch), group in groups.items():
+        if len(group) < 2:
+            continue
+        ws.log(f"timing {len(group)} cells of {model} on {backend}, batch {batch}, interleaved")
+        runners = {}
+        try:
+            for cell in group:
+                try:
+                    runners[cell_id(ws.exp, cell)] = open_artifact(ws, cell, {})[1]
+                except Exception:  # run_cell reports it with its stage
+                    continue
+            ws.timed.update(time_cell(ws, group[0], runners) if runners else {})
+        except Exception as exc:  # the cells are then timed one by one, where a failure becomes their row
+            ws.log(f"interleaved timing failed ({one_line(exc)}); timing these cells one by one")
+        finally:
+            for runner in runners.values():
+                close(runner)
 
 
 @dataclass
@@ -314,6 +372,8 @@ def run_sweep(ws: Workspace, cells: list[Cell], matrix: list[Cell], retry_failed
     if skipped:
         ws.log(f"skipped {skipped} finished cell(s) already in {ws.store.cells}")
     table = ws.store.write_tables(order)
+    if exp.timing["interleave"] and executor is run_local:  # workers elsewhere time their own cells
+        time_interleaved(ws, todo)
     kinds = dict(zip((cell_id(exp, c) for c in todo), cell_kinds(todo), strict=True))
     progress = Progress(list(kinds.values()), ws.log)
     failed = 0

@@ -1,0 +1,124 @@
+"""What the sweep found, in sentences: the first thing a reader sees, so every figure in it is one a reader can
+trust (stable cells only, intervals given) and every caveat (failures, unstable cells, suspect data) is named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from harness.report.merge import peer_values
+from harness.report.pareto import ranked, unstable
+
+MAX_TOP1_DROP_PP = 0.5  # the accuracy budget: top-1 within 0.5 points of FP32 ...
+MIN_AGREEMENT_PCT = 99.0  # ... or, without labels, the FP32 answer kept on 99 % of inputs
+QUANTIZED = ("int8", "int8-fp16")
+
+
+def label(r) -> str:
+    """'int8 selective/entropy' ('int8 modelopt/max' for ModelOpt cells, 'fp16' for float ones)."""
+    text = str(r["precision"])
+    if isinstance(r.get("tool"), str):
+        recipe = r["mode"] if isinstance(r.get("mode"), str) and r["tool"] == "pq" else r["tool"]
+        text += f" {recipe}/{r['calibrator']}"
+    return text
+
+
+def group_label(r) -> str:
+    return f"{r['model']} on {r['dataset']}, {r['backend']}, batch {r['batch']}"
+
+
+def speedup_interval(df: pd.DataFrame, precision: str) -> tuple[pd.Series, pd.Series]:
+    """The range of speedups vs the `precision` peer that both cells' 95 % intervals of the median allow."""
+    lo = peer_values(df, precision, "latency_p50_ci_lo_ms") / df["latency_p50_ci_hi_ms"]
+    hi = peer_values(df, precision, "latency_p50_ci_hi_ms") / df["latency_p50_ci_lo_ms"]
+    return lo, hi
+
+
+def within_budget(df: pd.DataFrame) -> pd.Series:
+    """Top-1 at most 0.5 points below the FP32 cell's where labels exist, else agreement with FP32 >= 99 %."""
+    drop = peer_values(df, "fp32", "top1_pct") - df["top1_pct"]
+    agreement = pd.to_numeric(df["top1_agreement_pct"], errors="coerce")
+    return (drop <= MAX_TOP1_DROP_PP) | (drop.isna() & (agreement >= MIN_AGREEMENT_PCT))
+
+
+def _accuracy(r) -> str:
+    if pd.notna(r["top1_pct"]):
+        return f"top-1 {r['top1_pct']:.2f} %"
+    return f"top-1 agreement with FP32 {r['top1_agreement_pct']:.1f} %"
+
+
+def _times(value, lo, hi) -> str:
+    interval = f" (95 % {lo:.2f}-{hi:.2f})" if np.isfinite(lo) and np.isfinite(hi) else ""
+    return f"{value:.2f}x{interval}"
+
+
+def _fastest(df: pd.DataFrame, group: pd.DataFrame) -> str:
+    candidates = ranked(group)
+    candidates = candidates[within_budget(df).loc[candidates.index]]
+    if candidates.empty:
+        return f"{group_label(group.iloc[0])}: no stable cell within the accuracy budget."
+    best = candidates.sort_values("latency_p50_ms").iloc[0]
+    text = (f"{group_label(best)}: the fastest cell within the accuracy budget is {label(best)} at "
+            f"{best['latency_p50_ms']:.3g} ms p50, {_accuracy(best)}")
+    for precision in ("fp32", "fp16"):
+        speed = best[f"speedup_vs_{precision}"]
+        if best["precision"] != precision and pd.notna(speed):
+            lo, hi = (s[best.name] for s in speedup_interval(df, precision))
+            text += f"; {_times(speed, lo, hi)} faster than {precision.upper()}"
+    return text + "."
+
+
+def _score(cells: pd.DataFrame) -> pd.DataFrame:
+    """Cells by accuracy, SQNR breaking ties (top-1 often ties on an easy data set)."""
+    acc = "top1_pct" if cells["top1_pct"].notna().any() else "top1_agreement_pct"
+    sqnr = pd.to_numeric(cells["sqnr_db"], errors="coerce").fillna(-np.inf)
+    return cells.assign(_acc=cells[acc].fillna(-np.inf), _sqnr=sqnr).sort_values(
+        ["_acc", "_sqnr", "latency_p50_ms"], ascending=[False, False, True])
+
+
+def _best_int8(group: pd.DataFrame) -> str | None:
+    quant = group[(group["status"] == "ok") & group["precision"].isin(QUANTIZED)]
+    if quant.empty:
+        return None
+    best = _score(quant).iloc[0]
+    text = f"Best INT8 recipe: {label(best)} ({_accuracy(best)}"
+    text += f", SQNR {best['sqnr_db']:.1f} dB)" if pd.notna(best["sqnr_db"]) else ")"
+    naive = quant[(quant["mode"] == "naive") & (quant["precision"] == best["precision"])]
+    if best["mode"] != "naive" and not naive.empty:
+        same = naive[naive["calibrator"] == best["calibrator"]]
+        peer = _score(same if not same.empty else naive).iloc[0]
+        acc = "top1_pct" if pd.notna(best["top1_pct"]) else "top1_agreement_pct"
+        text += f"; against {label(peer)}: {best[acc] - peer[acc]:+.2f} points"
+        if pd.notna(best["sqnr_db"]) and pd.notna(peer["sqnr_db"]):
+            text += f", {best['sqnr_db'] - peer['sqnr_db']:+.1f} dB SQNR"
+        if not (unstable(pd.DataFrame([best, peer])).any()):
+            text += f", {best['latency_p50_ms'] / peer['latency_p50_ms']:.2f}x its latency"
+    return text + "."
+
+
+def _names(rows: pd.DataFrame) -> str:
+    names = [f"{label(r)} b{r['batch']} ({r['model']})" for _, r in rows.iterrows()]
+    return ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+
+
+def headline(df: pd.DataFrame) -> list[str]:
+    out = []
+    for _, group in df.groupby(["model", "dataset", "backend", "batch"], sort=True, dropna=False):
+        out.append(_fastest(df, group))
+    for _, group in df.groupby(["model", "dataset", "backend"], sort=True, dropna=False):
+        best = _best_int8(group[group["batch"] == group["batch"].min()])
+        if best:
+            out.append(f"{group.iloc[0]['model']} ({group.iloc[0]['backend']}): {best}")
+    failed, shaky = df[df["status"] != "ok"], df[(df["status"] == "ok") & unstable(df)]
+    if not failed.empty:
+        out.append(f"{len(failed)} cell(s) failed: {_names(failed)} (see Failed cells).")
+    if not shaky.empty:
+        out.append(f"{len(shaky)} cell(s) are unstable, their median not within its target by the time budget, "
+                   f"so they are not ranked: {_names(shaky)}.")
+    for model, reason in df.dropna(subset=["reference_degenerate"]).groupby("model")["reference_degenerate"]:
+        out.append(f"Suspicious: {model}'s FP32 outputs are degenerate ({reason.iloc[0]}); agreement and SQNR "
+                   "against them mean nothing.")
+    for (model, dataset), why in df.dropna(subset=["labels_unusable"]).groupby(["model", "dataset"])["labels_unusable"]:
+        out.append(f"Suspicious: {dataset}'s labels do not fit {model}'s head ({why.iloc[0]}), so top-1 is not "
+                   "scored; agreement and SQNR against FP32 still are.")
+    return out
