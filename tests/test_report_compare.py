@@ -122,3 +122,16 @@ def test_rows_from_before_the_tool_axis_match_pq_rows():
     assert old["tool"].tolist() == ["pq"]
     result = compare(old, results_frame([{**row, "tool": "pq", "top1_pct": 98.0}]), 5.0, 0.2)
     assert result.table["verdict"].tolist() == ["REGRESSION: accuracy"]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda t: t.drop(columns=["latency_p50_ms"]), "no latency figures (latency_p50_ms) in its finished cells"),
+    (lambda t: t.assign(latency_p50_ms=t["latency_p50_ms"].astype(object).where(t.index != 1, "fast")),
+     "column latency_p50_ms holds 'fast' (row 2), not a number"),
+])
+def test_a_side_that_cannot_be_compared_is_one_line(run_cli, tmp_path, damage, message):
+    rng = np.random.default_rng(0)
+    base = write_run(tmp_path / "base", {1: latencies(rng), 2: latencies(rng)})
+    damage(load_results([base])).to_csv(tmp_path / "bad.csv", index=False)
+    result = run_cli("report", "compare", base, tmp_path / "bad.csv")
+    assert result.exit_code == 2 and message in result.output and len(result.output.splitlines()) == 1, result.output

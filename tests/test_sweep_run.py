@@ -166,7 +166,7 @@ def test_interleaved_timing_alternates_the_cells_of_a_batch_and_still_fails_a_br
     text = text.replace("batch_sizes: [1, 2]", "batch_sizes: [1]")
     path.write_text(text.replace("max_s: 0.5", "max_s: 0.5, interleave: true"))
     result = run_cli("sweep", path, "--engines-dir", engines_dir)
-    assert result.exit_code == 0 and "timing 2 cells of digits-resnet on cpu, batch 1, interleaved" in result.output
+    assert result.exit_code == 1 and "timing 2 cells of digits-resnet on cpu, batch 1, interleaved" in result.output
     first, second = order[:2]
     assert first != second and order[:6] == [first, second] * 3  # round-robin, one repeat of each in turn
     table = pd.read_csv("reports/tiny/results.csv")

@@ -436,5 +436,5 @@ def test_sweep_profiles_tensorrt_cells_and_the_report_shows_them(fake_gpu, run_c
     assert row["profile_fp32_pct"] + row["profile_reformat_pct"] == pytest.approx(100.0)
     assert row["profile_layers"] > 1 and row["gpu_compute_p50_ms"] == pytest.approx(1.0)
     assert (Path("reports/trt") / row["profile_table"]).is_file()  # relative to the sweep folder, as layer_table
-    assert "Per-layer profile" in Path("reports/trt/report.md").read_text()
+    assert "Per-layer profile" in Path("reports/trt/report.html").read_text()
     assert row[["gpu_sm_clock_mhz_before", "gpu_power_w_after", "gpu_throttle_after", "gpu_state_note"]].isna().all()

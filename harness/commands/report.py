@@ -49,17 +49,18 @@ def merge(results, output, title):
               help="Allowed p50 slowdown; a larger one fails only when it is also significant (p < 0.05).")
 @click.option("--max-accuracy-drop", type=click.FloatRange(0), default=0.2, show_default=True,
               help="Allowed top-1 drop in percentage points.")
-@click.option("--output", type=click.Path(path_type=Path), default=None,
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Also write the comparison of every cell as CSV (ratios, intervals, p-values, verdicts).")
 @click.pass_context
 def compare(ctx, baseline, current, max_latency_regression, max_accuracy_drop, output):
     """Exit 1 when CURRENT regresses against BASELINE: significantly slower beyond the threshold, less accurate,
     failing now, or missing a cell the baseline had."""
+    from harness.report.compare import checked_side, parse_percent
     from harness.report.compare import compare as compare_results
-    from harness.report.compare import parse_percent
 
     max_pct = parse_percent(max_latency_regression, "--max-latency-regression")
-    result = compare_results(load_results([baseline]), load_results([current]), max_pct, max_accuracy_drop)
+    base, cur = (checked_side(load_results([side]), side) for side in (baseline, current))
+    result = compare_results(base, cur, max_pct, max_accuracy_drop)
     table = result.table
     if output:
         table.to_csv(output, index=False)

@@ -90,9 +90,20 @@ def _gpu_state(states) -> str:
     return f" ({'; '.join(said)})" if said else ""
 
 
+def checked_side(df: pd.DataFrame, source) -> pd.DataFrame:
+    """One side of a comparison, or a one-line error: a side with no latency to compare must not read as 'no
+    regression'."""
+    ok = df["status"] == "ok"
+    if "latency_p50_ms" not in df.columns or df.loc[ok, "latency_p50_ms"].isna().all():
+        raise HarnessError(f"{source}: no latency figures (latency_p50_ms) in its finished cells; give a sweep "
+                           "folder or a results table written by harness sweep")
+    return df
+
+
 def compare(base: pd.DataFrame, cur: pd.DataFrame, max_latency_pct: float, max_drop_pp: float) -> Comparison:
     acc = accuracy_column(pd.concat([base, cur]))
     cols = ["status", "latency_p50_ms", *CI_COLUMNS, "samples_file", "unstable", acc]
+    base, cur = (df.reindex(columns=list(dict.fromkeys([*df.columns, *cols]))) for df in (base, cur))
     both = _keyed(base)[cols].join(_keyed(cur)[cols], how="outer", lsuffix="_base", rsuffix="_cur")
     both["accuracy_drop_pp"] = both[f"{acc}_base"] - both[f"{acc}_cur"]
     shifts = [_shift(r) for _, r in both.iterrows()]

@@ -40,6 +40,20 @@ def peer_values(df: pd.DataFrame, precision: str, column: str) -> pd.Series:
     return pd.Series(peer.reindex(pd.MultiIndex.from_frame(df[PEER_KEYS])).to_numpy(), index=df.index)
 
 
+NUMERIC = [*LATENCY, "top1_pct", "batch", "latency_p50_ci_lo_ms", "latency_p50_ci_hi_ms"]
+
+
+def _numbers_checked(table: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """A table's figures must read as numbers: a hand-edited 'fast' in a latency column is named, not dropped."""
+    for col in [c for c in NUMERIC if c in table.columns]:
+        text = table[col].where(pd.to_numeric(table[col], errors="coerce").isna() & table[col].notna())
+        text = text[text.astype(str).str.strip() != ""].dropna()
+        if not text.empty:
+            raise HarnessError(f"{path}: column {col} holds {text.iloc[0]!r} (row {text.index[0] + 1}), not a "
+                               "number; fix the table or write it again with harness report")
+    return table
+
+
 def results_frame(rows: list[dict]) -> pd.DataFrame:
     """The table in its column order (extra columns, such as env_*, after), comparison columns recomputed."""
     df = pd.DataFrame(rows)
@@ -51,8 +65,7 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
     for col in COLUMNS:
         if col not in df.columns:
             df[col] = np.nan
-    numeric = [*LATENCY, "top1_pct", "batch", "latency_p50_ci_lo_ms", "latency_p50_ci_hi_ms"]
-    df[numeric] = df[numeric].apply(pd.to_numeric, errors="coerce")
+    df[NUMERIC] = df[NUMERIC].apply(pd.to_numeric, errors="coerce")
     for col in ("tool", "mode", "calibrator", "error", "failed_stage"):
         df[col] = df[col].where(df[col].notna() & (df[col] != ""), None)
     # Rows from before there was a choice of quantizer are pytorch-quantization's.
@@ -104,10 +117,9 @@ def _read_table(path: Path) -> list[dict]:
     if not path.is_file():
         raise HarnessError(f"{path}: no such file or folder; give sweep results (reports/<name>/)")
     try:
-        if path.suffix == ".parquet":
-            return _resolved(pd.read_parquet(path).to_dict("records"), path.parent)
-        if path.suffix == ".csv":
-            return _resolved(pd.read_csv(path).to_dict("records"), path.parent)
+        if path.suffix in (".parquet", ".csv"):
+            table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+            return _resolved(_numbers_checked(table, path).to_dict("records"), path.parent)
         if path.suffix == ".json":
             data = json.loads(path.read_text())
             return data if isinstance(data, list) else [data]

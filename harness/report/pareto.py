@@ -15,6 +15,8 @@ def accuracy_column(df: pd.DataFrame) -> str:
 def unstable(df: pd.DataFrame) -> pd.Series:
     """True for cells whose median latency did not settle within its target (rows from before the stopping
     rule, which have no `stable` column, are not called unstable)."""
+    if "stable" not in df.columns:
+        return pd.Series(False, index=df.index)
     return df["stable"].astype(str).str.lower().isin(["false", "0", "0.0"])
 
 

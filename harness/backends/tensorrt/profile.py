@@ -77,9 +77,15 @@ def summary(table: pd.DataFrame, engine_compute_ms: float | None) -> dict:
 
 def plot(table: pd.DataFrame, top: int = 20) -> bytes:
     """The slowest layers (coloured by precision) beside the share of latency per precision."""
-    from harness.report.plots import LAYER_COLORS, _png, _pyplot
+    import io
 
-    plt = _pyplot()
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on a runner
+    import matplotlib.pyplot as plt
+
+    from harness.report.charts import LAYER_COLORS
+
     colors = {**LAYER_COLORS, "Reformat": "tab:gray"}
     slow = table.nlargest(top, "mean_ms").iloc[::-1]
     by_precision = totals(table, "precision")
@@ -94,7 +100,10 @@ def plot(table: pd.DataFrame, top: int = 20) -> bytes:
     right.set_ylabel("% of the sum of layer times")
     right.set_title("by precision")
     fig.suptitle(CAVEAT, fontsize=7)
-    return _png(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def write(table: pd.DataFrame, folder: Path, stem: str) -> dict[str, Path]:
