@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import signal
+import stat
 from collections.abc import Callable
+from fnmatch import fnmatch
 from pathlib import Path
+
+from harness.errors import HarnessError
+
+# Test hook for fault injection: HARNESS_KILL_AT='before:*.onnx' (or 'after:...') makes the process SIGKILL itself
+# when it is about to commit (or has just committed) a file whose name matches, as a kill -9 from outside would.
+KILL_AT = "HARNESS_KILL_AT"
+_TEMP = re.compile(r"\.(\d+)\.tmp$")
+
+
+def _kill_point(path: Path, when: str) -> None:
+    hook = os.environ.get(KILL_AT)
+    if hook and ":" in hook:
+        at, pattern = hook.split(":", 1)
+        if at == when and fnmatch(path.name, pattern):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def atomic_write(path: Path, data: bytes | str | Callable[[Path], object]) -> Path:
@@ -19,7 +39,58 @@ def atomic_write(path: Path, data: bytes | str | Callable[[Path], object]) -> Pa
             tmp.write_text(data)
         else:
             tmp.write_bytes(data)
+        _kill_point(path, "before")
         os.replace(tmp, path)
+        _kill_point(path, "after")
     finally:
         tmp.unlink(missing_ok=True)
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_stale_temps(folder: Path) -> list[Path]:
+    """Remove atomic_write's temp files (`<name>.<pid>.tmp`) whose writer is dead: what a kill -9 left behind."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP.search(entry.name)
+        if match and entry.is_file(follow_symlinks=False) and not _alive(int(match.group(1))):
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except OSError:
+                pass
+    return removed
+
+
+def expect_file(path: Path, what: str) -> Path:
+    """Refuse a path that exists but is not a regular file (a FIFO nobody writes would hang the read)."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return path  # missing: the reader's own error names the fix
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise HarnessError(f"{what} {path}: is {kind}; give a regular file")
     return path

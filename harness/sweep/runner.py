@@ -7,7 +7,6 @@ cells that differ only in batch or backend reuse what their neighbours made.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.backends.base import BuildOptions, Timing, get_backend
-from harness.build import build_artifact, export_check, load_engine, onnx_cache_path, onnx_for
+from harness.build import build_artifact, export_check, load_engine, onnx_for, prepare_seconds
 from harness.data.datasets import SyntheticDataset, resolve_dataset
 from harness.errors import HarnessError
 from harness.measure.evaluate import evaluate, reference_outputs
@@ -88,8 +87,8 @@ class Workspace:
     def onnx_of(self, cell: Cell) -> tuple[Path, float | None]:
         """(verified ONNX, seconds calibration + export took when it was made).
 
-        The seconds are kept beside the cached ONNX, so a cache hit still reports what the work costs, as
-        build_s does for engines; an ONNX made outside a sweep reports None.
+        The seconds are kept in the cached ONNX's record, so a cache hit still reports what the work costs, as
+        build_s does for engines.
         """
         spec, quant = self.exp.specs[cell.model], quant_config(self.exp, cell)
         quant_dict = quant.to_dict() if quant else None
@@ -97,16 +96,8 @@ class Workspace:
         verify = self.exp.build["verify"]
 
         def make():
-            expected = onnx_cache_path(spec, cell.precision, self.engines_dir, quant_dict, verify)
-            record, cached = expected.with_suffix(".sweep.json"), expected.is_file()
-            start = time.perf_counter()
             path = onnx_for(spec, cell.precision, self.engines_dir, quant_dict, self.log, verify)
-            if not cached:
-                record.write_text(json.dumps({"prepare_s": round(time.perf_counter() - start, 3)}))
-            try:
-                return path, json.loads(record.read_text())["prepare_s"]
-            except (OSError, ValueError, KeyError):
-                return path, None
+            return path, prepare_seconds(path)
 
         return self.once(("onnx", cell.model, cell.precision, str(quant)), make)
 
