@@ -10,6 +10,7 @@ for, which are rebuilt; a kill after it leaves a complete entry.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -31,8 +32,13 @@ def _fingerprint(path: Path) -> dict:
 def commit(path: Path, companions: Iterable[Path] = (), **info) -> None:
     """Record `path` and its companions as one cache entry, with `info` (JSON values) kept beside them."""
     path = Path(path)
-    files = {p.name: _fingerprint(p) for p in (path, *map(Path, companions))}
-    atomic_write(record_of(path), json.dumps({"files": files, "info": info}, indent=1, sort_keys=True))
+    body = {"files": {p.name: _fingerprint(p) for p in (path, *map(Path, companions))}, "info": info}
+    atomic_write(record_of(path), json.dumps({**body, "sha256": _digest(body)}, indent=1, sort_keys=True))
+
+
+def _digest(body: dict) -> str:
+    """The record's own hash, so a flipped digit in what it vouches for (a cost, a size) is caught too."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def check(path: Path) -> dict | None:
@@ -41,7 +47,7 @@ def check(path: Path) -> dict | None:
     try:
         record = json.loads(record_of(path).read_text())
         files = record["files"]
-        if path.name not in files:
+        if path.name not in files or record["sha256"] != _digest({"files": files, "info": record["info"]}):
             return None
         for name, want in files.items():
             member = path.with_name(name)

