@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -94,3 +95,27 @@ def expect_file(path: Path, what: str) -> Path:
         kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
         raise HarnessError(f"{what} {path}: is {kind}; give a regular file")
     return path
+
+
+# Failures of the machine, not of the work: a cell that meets one has no result, and the run stops.
+MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+MACHINE_TEXT = ("No space left on device", "Disk quota exceeded", "Read-only file system", "file write failed")
+
+
+def machine_fault(exc: BaseException) -> str | None:
+    """The machine's failure behind `exc` (no space, no permission, I/O error), else None.
+
+    Walks the cause chain, since libraries wrap OSError (torch.save reports a full disk as RuntimeError).
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in MACHINE_ERRNOS:
+            where = f": {exc.filename}" if exc.filename else ""
+            return f"{exc.strerror or os.strerror(exc.errno)}{where}"
+        text = str(exc)
+        for marker in MACHINE_TEXT:
+            if marker in text:
+                return text.strip().splitlines()[0] if text.strip() else marker
+        exc = exc.__cause__ or exc.__context__
+    return None

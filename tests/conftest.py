@@ -1,5 +1,6 @@
 """Shared fixtures: a per-session engines cache so tests never touch the user's engines/ folder."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -102,7 +103,8 @@ def tiny_experiment(tmp_path, monkeypatch):
     broken = "def build():\n    raise RuntimeError('boom: this model cannot be built')\n"
     (tmp_path / "brokenmodel.py").write_text(broken)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    # subprocesses import this checkout's harness (not whichever one the venv has installed) and brokenmodel
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).resolve().parents[1]), str(tmp_path)]))
     monkeypatch.chdir(tmp_path)
 
     def write(duration: float = 0.05, name: str = "tiny.yaml") -> Path:

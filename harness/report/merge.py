@@ -66,9 +66,10 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
 def _read(path: Path) -> list[dict]:
     """Rows of one source: a sweep folder (its per-cell files, else its table) or a table file."""
     if path.is_dir():
-        cells = sorted((path / "cells").glob("*.json"))
-        if cells:
-            rows = [json.loads(p.read_text()) for p in cells]
+        from harness.sweep.store import ResultStore
+
+        if any((path / "cells").glob("*.json")):
+            rows = list(ResultStore(path).rows().values())
             for row in rows:
                 if row.get("layer_table"):
                     row["layer_table"] = str((path / row["layer_table"]).resolve())

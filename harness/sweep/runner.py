@@ -19,9 +19,11 @@ from harness.backends.base import BuildOptions, Timing, get_backend
 from harness.build import build_artifact, export_check, load_engine, onnx_for, prepare_seconds
 from harness.data.datasets import SyntheticDataset, resolve_dataset
 from harness.errors import HarnessError
+from harness.fileio import machine_fault
 from harness.measure.evaluate import evaluate, reference_outputs
 from harness.measure.latency import latency_stats
 from harness.sweep import environment
+from harness.sweep.claims import CellClaims
 from harness.sweep.experiment import Experiment
 from harness.sweep.matrix import Cell, baseline_of, cell_id, quant_config, work_key
 from harness.sweep.progress import Progress
@@ -199,6 +201,10 @@ def run_cell(ws: Workspace, cell: Cell) -> dict:
             row.update(ws.qdq_verdict(onnx))
         row.update(_layers(ws, runner, row["cell_id"]))
     except Exception as exc:  # one broken cell must not end the sweep: it becomes a row
+        fault = machine_fault(exc)
+        if fault:  # not a result of the cell: no row, so a re-run retries it
+            raise HarnessError(f"sweep stopped at {cell.label()} ({stage}): {fault}; nothing was stored for this "
+                               "cell: free space or fix permissions, then re-run") from exc
         row.update(status="failed", error=one_line(exc), failed_stage=stage)
     finally:
         close = getattr(runner, "close", None)
@@ -238,8 +244,9 @@ def run_sweep(ws: Workspace, cells: list[Cell], matrix: list[Cell], retry_failed
         ws.log(f"skipped {skipped} finished cell(s) already in {ws.store.cells}")
     table = ws.store.write_tables(order)
     progress = Progress(len(todo), ws.log)
-    failed = 0
-    for cell in todo:
+    failed = ran = 0
+    for cell in CellClaims(ws.store.root, ws.log).take(todo, lambda c: cell_id(exp, c)):
+        ran += 1
         row = run_cell(ws, cell)
         ws.store.write(row)
         table = ws.store.write_tables(order)
@@ -247,4 +254,6 @@ def run_sweep(ws: Workspace, cells: list[Cell], matrix: list[Cell], retry_failed
         progress.finished(cell.label(), row["status"], row["cell_s"])
         if row["error"]:
             ws.log(f"    {row['failed_stage']}: {row['error']}")
-    return SweepResult(len(todo), failed, skipped, table)
+    if ran < len(todo):  # another process stored some of them
+        table = ws.store.write_tables(order)
+    return SweepResult(ran, failed, len(cells) - ran, table)
