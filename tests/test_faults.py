@@ -10,15 +10,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx
-import pandas as pd
 import pytest
 import torch
 from onnx import numpy_helper
@@ -27,7 +24,6 @@ from harness import cache_integrity
 from harness.backends.base import BuildOptions
 from harness.build import build_artifact, load_engine, onnx_for, prepare_seconds
 from harness.errors import HarnessError
-from harness.fileio import KILL_AT
 from harness.models.registry import resolve_model
 from harness.quantize.checkpoint import calibrate, quantized
 from harness.quantize.config import QuantConfig
@@ -210,3 +206,46 @@ def test_stale_temp_files_of_dead_writers_are_removed_live_ones_kept(pristine, t
     _engine(root)
     _stats(root)
     assert not any(p.exists() for p in stale) and live.exists()
+
+
+# --- bad inputs: non-finite numbers, a split layout without val/, files that are not regular files --------------
+
+
+@pytest.mark.parametrize("text", ["timing: {duration_s: .nan}", "timing: {warmup_s: .inf}",
+                                  "quantization: {percentile: -.inf}", "batch_sizes: [1, .nan]"])
+def test_non_finite_numbers_in_an_experiment_file_are_refused(tmp_path, text):
+    from harness.sweep.experiment import load_experiment
+
+    path = tmp_path / "e.yaml"
+    path.write_text(f"models: [digits-resnet]\nprecisions: [fp32]\n{text}\n")
+    with pytest.raises(HarnessError, match="is not a finite number") as err:
+        load_experiment(path)
+    assert "\n" not in err.value.message
+
+
+def test_imagefolder_with_split_folders_but_no_val_is_refused(tmp_path):
+    from PIL import Image
+
+    from harness.data.datasets import resolve_dataset
+
+    for split in ("train", "calib"):
+        for label in ("a", "b"):
+            (tmp_path / split / label).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(tmp_path / split / label / "0.png")
+    with pytest.raises(HarnessError, match=r"has train/, calib/ but no val/"):
+        resolve_dataset(f"imagefolder:{tmp_path}", resolve_model("digits-resnet"))
+
+
+FIFO_COMMANDS = [("sweep", "{fifo}"), ("quantize", "--model", "digits-resnet", "--skip-from", "{fifo}"),
+                 ("build-engine", "--model", "digits-resnet", "--precision", "int8", "--quant", "{fifo}")]
+
+
+@pytest.mark.parametrize("args", FIFO_COMMANDS, ids=lambda a: a[0])
+def test_a_fifo_where_a_file_is_expected_is_refused_not_hung(tmp_path, args):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    cmd = [sys.executable, "-c", "from harness.cli import main; main()", *(a.format(fifo=fifo) for a in args)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert result.returncode != 0
+    assert f"{fifo}: is a FIFO; give a regular file" in result.stderr, result.stderr

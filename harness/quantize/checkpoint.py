@@ -18,7 +18,7 @@ from torch import nn
 from harness import cache_integrity
 from harness.build import library_versions, sha256_file, sha256_json
 from harness.errors import HarnessError
-from harness.fileio import atomic_write, clean_stale_temps
+from harness.fileio import atomic_write, clean_stale_temps, expect_file
 from harness.models.registry import BUNDLED_WEIGHTS, ModelSpec, load_model
 from harness.quantize.calibrate import (
     ZERO_RANGE,
@@ -143,7 +143,7 @@ def save(qm: QuantModel, path: Path, with_weights: bool = False) -> Path:
 def load(path: Path) -> dict:
     import torch
 
-    path = Path(path)
+    path = expect_file(Path(path), "--quant")
     if not path.is_file():
         raise HarnessError(f"--quant {path}: no such file; write one with harness quantize")
     try:

@@ -128,8 +128,10 @@ def read_skip_file(path) -> tuple[str, ...]:
     """A skip list as written by `harness sensitivity`: one pattern a line, '#' starts a comment."""
     from pathlib import Path
 
+    from harness.fileio import expect_file
+
     try:
-        lines = Path(path).read_text().splitlines()
+        lines = expect_file(Path(path), "--skip-from").read_text().splitlines()
     except OSError as exc:
         raise HarnessError(f"--skip-from {path}: cannot read it ({exc.strerror}); write one layer a line") from exc
     return tuple(p for p in (line.split("#", 1)[0].strip() for line in lines) if p)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.fileio import expect_file
 
 SETTINGS = ["model", "dataset", "backend", "precision", "tool", "mode", "calibrator", "batch"]
 LATENCY = ["latency_min_ms", "latency_mean_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms"]
@@ -79,7 +80,7 @@ def _read(path: Path) -> list[dict]:
                 return _read(path / name)
         raise HarnessError(f"{path}: no sweep results here (no cells/ or results.parquet); "
                            "give a reports/<name>/ folder written by harness sweep")
-    if not path.is_file():
+    if not expect_file(path, "results").is_file():
         raise HarnessError(f"{path}: no such file or folder; give sweep results (reports/<name>/)")
     try:
         if path.suffix == ".parquet":

@@ -6,12 +6,14 @@ The format is documented in experiments/README.md.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.backends.base import PRECISIONS, backend_names
 from harness.errors import HarnessError
 from harness.export.verify import LEVELS as VERIFY_LEVELS
+from harness.fileio import expect_file
 from harness.models.registry import ModelSpec, model_names, resolve_model
 from harness.quantize.config import CALIBRATORS, MODELOPT_CALIBRATORS, MODES, TOOLS
 
@@ -175,10 +177,22 @@ def _cell_values(r: _Reader, key: str, cell_key: str, value, allowed: dict) -> l
     return r.values(value, key, allowed[cell_key])
 
 
+def _refuse_non_finite(r: _Reader, value, key: str) -> None:
+    """YAML reads .nan and .inf as numbers that pass every range check: refuse them wherever they are."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise r.fail(key or "(top)", f"{value} is not a finite number; give a number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _refuse_non_finite(r, v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _refuse_non_finite(r, v, f"{key}[{i}]")
+
+
 def load_experiment(path: Path) -> Experiment:
     import yaml
 
-    path = Path(path)
+    path = expect_file(Path(path), "experiment file")
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -187,6 +201,7 @@ def load_experiment(path: Path) -> Experiment:
         raise HarnessError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
     r = _Reader(path)
     raw = r.mapping(raw if raw is not None else {}, "", TOP_KEYS)
+    _refuse_non_finite(r, raw, "")
     for required in ("models", "precisions"):
         if required not in raw:
             raise r.fail(required, "is required")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.fileio import expect_file
 
 # Longest names first so "BFloat16" is not read as "Float" and "UInt8" not as "Int8".
 _PRECISIONS = [("BFloat16", "BF16"), ("BF16", "BF16"), ("FP8", "FP8"), ("UInt8", "UINT8"),
@@ -49,7 +50,7 @@ def parse_engine_information(data: str | dict, source: str = "engine inspector J
 
 def load_engine_information(path: Path) -> dict:
     try:
-        text = Path(path).read_text()
+        text = expect_file(Path(path), "--layer-info").read_text()
     except OSError as exc:
         raise HarnessError(f"--layer-info {path}: cannot read it ({exc.strerror})") from exc
     return parse_engine_information(text, f"--layer-info {path}")
