@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
+import pandas as pd
 import pytest
 import torch
 from onnx import numpy_helper
@@ -24,6 +26,7 @@ from harness import cache_integrity
 from harness.backends.base import BuildOptions
 from harness.build import build_artifact, load_engine, onnx_for, prepare_seconds
 from harness.errors import HarnessError
+from harness.fileio import KILL_AT
 from harness.models.registry import resolve_model
 from harness.quantize.checkpoint import calibrate, quantized
 from harness.quantize.config import QuantConfig
@@ -249,3 +252,139 @@ def test_a_fifo_where_a_file_is_expected_is_refused_not_hung(tmp_path, args):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
     assert result.returncode != 0
     assert f"{fifo}: is a FIFO; give a regular file" in result.stderr, result.stderr
+
+
+# --- sweeps: stored results damaged, the machine failing, kill -9 at every commit point, two processes ----------
+
+SWEEP = """
+name: faults
+models: [digits-resnet]
+precisions: [fp32, int8]
+quantization: {calibrators: [max], calib_batches: 1, calib_batch_size: 16}
+timing: {warmup_s: 0.01, iterations: 3, duration_s: 0.05, repeats: 1}
+evaluation: {limit: 32}
+build: {verify: "off"}
+"""
+
+
+@pytest.fixture
+def sweep_file(tmp_path, monkeypatch, engines_dir):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
+    path = tmp_path / "faults.yaml"
+    path.write_text(SWEEP)
+    return path
+
+
+def _sweep(path: Path, engines: Path, kill_at: str | None = None, wait: bool = True):
+    env = {k: v for k, v in os.environ.items() if k != KILL_AT}
+    if kill_at:
+        env[KILL_AT] = kill_at
+    cmd = [sys.executable, "-c", "from harness.cli import main; main()", "sweep", str(path), "--engines-dir",
+           str(engines)]
+    if not wait:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+ROOT = Path("reports/faults")
+# In pipeline order: each run is killed at its point, the next resumes from what that kill left behind.
+COMMIT_POINTS = ["after:stats-*.pt", "before:stats-*.pt.sha256", "before:*-int8-????????????????.onnx",
+                 "after:*-int8-????????????????.onnx", "before:*-cpu-*.onnx", "after:*-cpu-*.json",
+                 "before:????????????????.json", "after:results.csv", "before:report.html"]
+
+
+def test_kill_9_at_every_commit_point_then_a_rerun_finishes_with_nothing_lost(sweep_file, tmp_path):
+    engines = tmp_path / "engines"
+    for point in COMMIT_POINTS:
+        killed = _sweep(sweep_file, engines, point)
+        assert killed.returncode == -signal.SIGKILL, f"{point} was not reached: {killed.stderr[-2000:]}"
+        assert "Traceback" not in killed.stderr
+    final = _sweep(sweep_file, engines)
+    assert final.returncode == 0, final.stderr[-3000:]
+    table = pd.read_parquet(ROOT / "results.parquet")
+    assert sorted(table["precision"]) == ["fp32", "int8"] and (table["status"] == "ok").all()
+    assert table["export_s"].notna().all() and table.loc[table["precision"] == "int8", "calib_s"].notna().all()
+    assert not [p for p in [*engines.rglob("*"), *tmp_path.joinpath("reports").rglob("*")] if p.suffix == ".tmp"]
+    for kind in ("onnx/*.onnx", "calib/*.pt", "*.json"):
+        for path in engines.glob(kind):
+            assert cache_integrity.check(path) is not None, path
+    again = _sweep(sweep_file, engines)
+    assert "all 2 cells finished" in again.stdout, again.stderr
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+@pytest.mark.parametrize("name", ["results.parquet", "results.csv"])
+def test_a_damaged_results_table_is_regenerated_from_the_cells(run_cli, tiny_experiment, engines_dir, name, damage):
+    path = tiny_experiment()
+    assert run_cli("sweep", path, "--engines-dir", engines_dir).exit_code in (0, 1)
+    root = Path("reports/tiny")
+    before = pd.read_csv(root / "results.csv")
+    target = root / name
+    if damage == "valid-but-wrong":
+        frame = before.assign(latency_p50_ms=before["latency_p50_ms"] * 1000)
+        frame.to_csv(target, index=False) if name.endswith(".csv") else frame.to_parquet(target, index=False)
+    else:
+        DAMAGES[damage](target)
+    run_cli("sweep", path, "--engines-dir", engines_dir)
+    pd.testing.assert_frame_equal(pd.read_csv(root / "results.csv"), before)
+    parquet = pd.read_parquet(root / "results.parquet")
+    assert parquet["cell_id"].tolist() == before["cell_id"].tolist()
+    assert parquet["latency_p50_ms"].tolist() == pytest.approx(before["latency_p50_ms"].tolist(), nan_ok=True)
+
+
+@pytest.mark.parametrize("stray", ["unreadable", "a list", "wrong-typed latency", "wrong-typed batch"])
+def test_a_bad_file_in_cells_is_skipped_with_a_warning_never_blocking(run_cli, tiny_experiment, engines_dir, stray):
+    path = tiny_experiment()
+    run_cli("sweep", path, "--engines-dir", engines_dir)
+    cells = Path("reports/tiny/cells")
+    ok = next(p for p in sorted(cells.glob("*.json")) if json.loads(p.read_text())["status"] == "ok")
+    row = json.loads(ok.read_text())
+    bad = {"unreadable": (cells / "notes.json", b"\xff\xfe{garbage"),
+           "a list": (cells / "0000000000000000.json", b"[1, 2]"),
+           "wrong-typed latency": (ok, json.dumps({**row, "latency_p50_ms": "fast"}).encode()),
+           "wrong-typed batch": (ok, json.dumps({**row, "batch": [1]}).encode())}[stray]
+    bad[0].write_bytes(bad[1])
+    rerun = run_cli("sweep", path, "--engines-dir", engines_dir)
+    assert rerun.exit_code in (0, 1) and f"{bad[0]}:" in rerun.output and "skipped" in rerun.output, rerun.output
+    report = run_cli("report", "merge", "reports/tiny", "-o", "merged")
+    assert report.exit_code == 0, report.output
+    assert len(pd.read_csv("reports/tiny/results.csv")) == 4
+    if bad[0] == ok:  # the damaged cell ran again and its file is a row once more
+        assert isinstance(json.loads(ok.read_text())["latency_p50_ms"], float)
+
+
+def test_disk_full_during_a_cell_stops_the_sweep_and_stores_nothing_for_it(run_cli, tiny_experiment, engines_dir,
+                                                                            monkeypatch, tmp_path):
+    import errno
+
+    path = tiny_experiment()
+    engines = tmp_path / "engines"
+    real = os.replace
+
+    def full(src, dst, *args, **kwargs):
+        if "-cpu-" in Path(dst).name and Path(dst).suffix == ".onnx":  # the engine artifact
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", full)
+    result = run_cli("sweep", path, "--engines-dir", engines)
+    assert result.exit_code != 0 and "No space left on device" in result.output
+    assert "nothing was stored for this cell" in result.output and "Traceback" not in result.output
+    assert not list(Path("reports/tiny/cells").glob("*.json"))
+    monkeypatch.setattr(os, "replace", real)
+    result = run_cli("sweep", path, "--engines-dir", engines)
+    assert "ran 4 cells (2 failed)" in result.output, result.output
+
+
+def test_two_sweeps_on_one_folder_split_the_cells_instead_of_running_each_twice(sweep_file, engines_dir):
+    sweep_file.write_text(SWEEP.replace("[fp32, int8]", "[fp32]").replace("duration_s: 0.05", "duration_s: 0.5")
+                          + "batch_sizes: [1, 2, 4, 8]\n")
+    first = _sweep(sweep_file, engines_dir, wait=False)
+    second = _sweep(sweep_file, engines_dir, wait=False)
+    outs = [p.communicate(timeout=600) for p in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, outs
+    ran = [line for _, err in outs for line in err.splitlines() if line.startswith("[") and " ok " in line]
+    assert len(ran) == 4, ran  # every cell once, across both
+    assert any("being run by another harness sweep" in err for _, err in outs)
+    assert len(pd.read_csv(ROOT / "results.csv")) == 4
