@@ -61,6 +61,7 @@ class ResultStore:
         """cell id -> row of every finished cell. A file that is not a row harness wrote (unreadable, or a value
         of the wrong type) is skipped with a warning naming it, and its cell runs again: it never blocks a sweep
         or a report."""
+        clean_stale_temps(self.root)
         clean_stale_temps(self.cells)
         rows = {}
         for path in sorted(self.cells.glob("*.json")):
