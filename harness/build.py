@@ -9,10 +9,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import __version__
+from harness import __version__, cache_integrity
 from harness.backends.base import BuildOptions, Runner, get_backend
 from harness.errors import HarnessError
-from harness.fileio import atomic_write, locked
+from harness.fileio import atomic_write, clean_stale_temps, locked, sha256_file
 from harness.models.registry import ModelSpec
 
 ENGINES_DIR = Path("engines")
@@ -61,14 +61,6 @@ class EngineMeta:
             raise HarnessError(f"{path}: not a harness engine sidecar ({exc}); rebuild with build-engine") from exc
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def sha256_json(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -114,17 +106,27 @@ def onnx_cache_path(spec: ModelSpec, precision: str, engines_dir: Path, quant: d
 def onnx_for(spec: ModelSpec, precision: str, engines_dir: Path, quant: dict | None = None, log=None,
              verify: str = "strict") -> Path:
     """The verified ONNX for a model and precision, exported once per content key."""
-    from harness.export.variants import export_variant
+    from harness.export.variants import export_variant, verify_sidecar
 
     out = onnx_cache_path(spec, precision, engines_dir, quant, verify)
-    if out.is_file():
+    clean_stale_temps(out.parent)
+    if cache_integrity.reuse(out, log) is not None:
         return out
     with locked(out):  # another worker may be exporting the same key: wait for it rather than race it
-        if out.is_file():
+        if cache_integrity.check(out) is not None:
             return out
         if log:
             log(f"exporting {spec.name} ({precision}) to ONNX")
-        return export_variant(spec, precision, out, quant, log=log, verify=verify)
+        start = time.perf_counter()
+        export_variant(spec, precision, out, quant, log=log, verify=verify)
+        # The ONNX, its export check and what making them cost are committed together by one record.
+        cache_integrity.commit(out, [verify_sidecar(out)], prepare_s=round(time.perf_counter() - start, 3))
+    return out
+
+
+def prepare_seconds(onnx_path: Path) -> float | None:
+    """Seconds calibration + export took when this cached ONNX was made (None for a file harness did not cache)."""
+    return (cache_integrity.check(onnx_path) or {}).get("prepare_s")
 
 
 def export_check(onnx_path: Path) -> dict | None:
@@ -145,7 +147,7 @@ def artifact_key(onnx_sha: str, backend, options: BuildOptions, input_shape) -> 
 
 def _cached(meta_path: Path, artifact: Path) -> EngineMeta | None:
     """A cache hit only if the sidecar parses and the artifact's size and hash match it."""
-    if not (meta_path.is_file() and artifact.is_file()):
+    if not (meta_path.is_file() and artifact.is_file()) or cache_integrity.check(meta_path) is None:
         return None
     try:
         meta = EngineMeta.load(meta_path)
@@ -207,6 +209,7 @@ def build_artifact(
         onnx_path = onnx_path or onnx_for(spec, options.precision, engines_dir, quant, log, verify)
     onnx_sha = sha256_file(onnx_path)
     key, artifact, meta_path = engine_paths(spec, backend, options, onnx_sha, engines_dir)
+    clean_stale_temps(engines_dir)
     meta = _cached(meta_path, artifact)
     if meta is not None:
         return meta, True
@@ -233,6 +236,7 @@ def build_artifact(
             extra={"export_check": export_check(Path(onnx_path))},
         )
         meta.save(meta_path)
+        cache_integrity.commit(meta_path)
         return meta, False
 
 

@@ -115,8 +115,8 @@ def tiny_experiment(tmp_path, monkeypatch):
     broken = "def build():\n    raise RuntimeError('boom: this model cannot be built')\n"
     (tmp_path / "brokenmodel.py").write_text(broken)
     monkeypatch.syspath_prepend(str(tmp_path))
-    # Keep an outer PYTHONPATH (a worktree's checkout), so subprocesses import the harness under test.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    # subprocesses import this checkout's harness (not whichever one the venv has installed) and brokenmodel
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).resolve().parents[1]), str(tmp_path)]))
     monkeypatch.chdir(tmp_path)
 
     def write(duration: float = 0.05, name: str = "tiny.yaml") -> Path:

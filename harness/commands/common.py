@@ -10,6 +10,7 @@ import click
 
 from harness.backends.base import PRECISIONS, BuildOptions, backend_names
 from harness.build import ENGINES_DIR
+from harness.fileio import expect_file
 from harness.models.registry import model_names
 
 FILE_OUT = click.Path(path_type=Path, dir_okay=False)  # an output file: a folder there is a one-line error
@@ -180,7 +181,7 @@ def quant_request(precision: str, quant_file: Path | None, **given) -> dict | No
         options = [o for k, o in zip(given_keys, options, strict=True) if k != "tool"]
         if options:
             raise HarnessError(f"--quant {quant_file} already holds the calibration: drop {', '.join(options)}")
-        if not Path(quant_file).is_file():
+        if not expect_file(Path(quant_file), "--quant").is_file():
             raise HarnessError(f"--quant {quant_file}: no such file; write one with harness quantize")
         return {"checkpoint": str(Path(quant_file).resolve()), "sha256": sha256_file(Path(quant_file))}
     pq_only = [_option(k) for k in given_keys if k not in MODELOPT_FIELDS]

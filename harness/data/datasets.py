@@ -136,6 +136,10 @@ class ImageFolderDataset(Dataset):
             [transforms.Resize(max(h, w) * 8 // 7), transforms.CenterCrop((h, w)), transforms.ToTensor()]
         )
         splits = {s: root / s for s in SPLITS if (root / s).is_dir()}
+        if splits and "val" not in splits:  # else the split folders would be read as classes
+            raise HarnessError(f"--dataset imagefolder:{root}: has {', '.join(f'{s}/' for s in splits)} but no val/: "
+                               "add val/<class>/image (split layout), or lay out PATH/<class>/image with no split "
+                               "folders (split 80/20 by harness)")
         try:
             if "val" in splits:
                 self.folders = {s: datasets.ImageFolder(str(p), transform=tf) for s, p in splits.items()}

@@ -14,8 +14,9 @@ from pytorch_quantization.nn.modules._utils import QuantMixin
 from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer
 from torch import nn
 
+from harness import cache_integrity
 from harness.errors import HarnessError
-from harness.fileio import atomic_write
+from harness.fileio import atomic_write, clean_stale_temps
 from harness.quantize.amax import compute_amax
 from harness.quantize.attention import SOFTMAX_SLOT
 from harness.quantize.config import QuantConfig
@@ -174,13 +175,15 @@ def stats_key(spec_key: dict, cfg: QuantConfig) -> dict:
             "attention_matmul": cfg.quantize_attention_matmul}
 
 
-def cached_stats(path: Path, collect) -> dict[str, dict]:
-    """Load the statistics at `path`, or collect and store them (atomically, so a crash leaves no half file)."""
-    if path.is_file():
+def cached_stats(path: Path, collect, log=None) -> dict[str, dict]:
+    """Load the statistics at `path` if they still match their recorded hash, or collect and store them."""
+    clean_stale_temps(path.parent)
+    if cache_integrity.reuse(path, log) is not None:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # a damaged cache entry is recollected, never trusted
-            path.unlink(missing_ok=True)
+        except Exception:  # unreadable though recorded (another torch version): recollected, never trusted
+            cache_integrity.discard(path)
     stats = collect()
     atomic_write(path, lambda tmp: torch.save(stats, tmp))
+    cache_integrity.commit(path)
     return stats

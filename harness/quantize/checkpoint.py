@@ -16,9 +16,10 @@ from pytorch_quantization.nn.modules._utils import QuantMixin
 from pytorch_quantization.nn.modules.tensor_quantizer import TensorQuantizer
 from torch import nn
 
+from harness import cache_integrity
 from harness.build import library_versions, sha256_file, sha256_json
 from harness.errors import HarnessError
-from harness.fileio import atomic_write
+from harness.fileio import atomic_write, clean_stale_temps, expect_file
 from harness.models.registry import BUNDLED_WEIGHTS, ModelSpec, load_model
 from harness.quantize.calibrate import (
     ZERO_RANGE,
@@ -88,7 +89,7 @@ def calibrate(spec: ModelSpec, cfg: QuantConfig, cache_dir: Path, log=None) -> Q
             log(f"collecting calibration statistics ({calibration_summary(spec, cfg)})")
         return collect_stats(model, (x for x, _ in calibration_data(spec, cfg)))
 
-    stats = cached_stats(Path(cache_dir) / f"stats-{key}.pt", collect)
+    stats = cached_stats(Path(cache_dir) / f"stats-{key}.pt", collect, log)
     used = apply_calibration(model, stats, cfg)
     off = left_off(model, stats)
     switch_off(model, off)
@@ -147,7 +148,7 @@ def save(qm: QuantModel, path: Path, with_weights: bool = False) -> Path:
 def load(path: Path) -> dict:
     import torch
 
-    path = Path(path)
+    path = expect_file(Path(path), "--quant")
     if not path.is_file():
         raise HarnessError(f"--quant {path}: no such file; write one with harness quantize")
     try:
@@ -208,11 +209,13 @@ def quantized(spec: ModelSpec, quant: dict, cache_dir: Path, log=None) -> QuantM
         return qm
     cfg = QuantConfig.from_dict(quant)
     path = Path(cache_dir) / f"{sha256_json({**_spec_key(spec), 'config': cfg.to_dict(), 'format': FORMAT})[:24]}.pt"
-    if path.is_file():
+    clean_stale_temps(path.parent)
+    if cache_integrity.reuse(path, log) is not None:
         try:
             return restore(load(path), log)
         except HarnessError:
-            path.unlink(missing_ok=True)  # a stale or damaged cache entry is rebuilt
+            cache_integrity.discard(path)  # recorded but no longer restorable (the code changed): rebuilt
     qm = calibrate(spec, cfg, cache_dir, log)
     save(qm, path)
+    cache_integrity.commit(path)
     return qm

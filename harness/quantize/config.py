@@ -141,5 +141,5 @@ def read_skip_file(path) -> tuple[str, ...]:
     """A skip list as written by `harness sensitivity`: one pattern a line, '#' starts a comment."""
     from harness.fileio import read_user_text
 
-    lines = read_user_text(path, f"--skip-from {path}", "write one layer pattern a line").splitlines()
+    lines = read_user_text(path, "--skip-from", "write one layer pattern a line").splitlines()
     return tuple(p for p in (line.split("#", 1)[0].strip() for line in lines) if p)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.fileio import expect_file
 
 SETTINGS = ["model", "dataset", "backend", "precision", "tool", "mode", "calibrator", "batch"]
 LATENCY = ["latency_min_ms", "latency_mean_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms"]
@@ -103,9 +104,10 @@ def _read(path: Path) -> list[dict]:
 
 def _read_own(path: Path) -> list[dict]:
     """A sweep folder's own rows: its per-cell files, else its table."""
-    cells = sorted((path / "cells").glob("*.json"))
-    if cells:
-        return _resolved([json.loads(p.read_text()) for p in cells], path)
+    from harness.sweep.store import ResultStore
+
+    if any((path / "cells").glob("*.json")):  # read as the store reads them: a damaged cell file is skipped
+        return _resolved(list(ResultStore(path).rows().values()), path)
     for name in ("results.parquet", "results.csv"):
         if (path / name).is_file():
             return _read_table(path / name)
@@ -114,7 +116,7 @@ def _read_own(path: Path) -> list[dict]:
 
 
 def _read_table(path: Path) -> list[dict]:
-    if not path.is_file():
+    if not expect_file(path, "results").is_file():
         raise HarnessError(f"{path}: no such file or folder; give sweep results (reports/<name>/)")
     try:
         if path.suffix in (".parquet", ".csv"):

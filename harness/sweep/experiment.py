@@ -6,6 +6,7 @@ The format is documented in experiments/README.md.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,17 +199,30 @@ def _executor(r: _Reader, raw: dict) -> dict:
     return executor
 
 
+def _refuse_non_finite(r: _Reader, value, key: str) -> None:
+    """YAML reads .nan and .inf as numbers that pass every range check: refuse them wherever they are."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise r.fail(key or "(top)", f"{value} is not a finite number; give a number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _refuse_non_finite(r, v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _refuse_non_finite(r, v, f"{key}[{i}]")
+
+
 def load_experiment(path: Path) -> Experiment:
     import yaml
 
     path = Path(path)
-    text = read_user_text(path, str(path), "give an experiment file (YAML; see experiments/README.md)")
+    text = read_user_text(path, "experiment file", "give an experiment file (YAML; see experiments/README.md)")
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise HarnessError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
     r = _Reader(path)
     raw = r.mapping(raw if raw is not None else {}, "", TOP_KEYS)
+    _refuse_non_finite(r, raw, "")
     for required in ("models", "precisions"):
         if required not in raw:
             raise r.fail(required, "is required")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from harness import cache_integrity
 from harness.build import cached_engine, onnx_cache_path
 from harness.sweep.matrix import Cell, cell_id, quant_config
 from harness.sweep.runner import Workspace, build_options, execution_order, one_line
@@ -36,7 +37,7 @@ def plan(ws: Workspace, cells: list[Cell], retry_failed: bool = False) -> list[P
             continue
         onnx_path = onnx_cache_path(spec, "fp32" if from_spec else cell.precision, ws.engines_dir,
                                     None if from_spec or not quant else quant.to_dict())
-        onnx = "hit" if onnx_path.is_file() else ("shared" if onnx_path in made else "miss")
+        onnx = "hit" if cache_integrity.check(onnx_path) is not None else ("shared" if onnx_path in made else "miss")
         made.add(onnx_path)
         engine = "miss"
         if onnx == "hit" and cached_engine(spec, cell.backend, build_options(ws.exp, cell), onnx_path,

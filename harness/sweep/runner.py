@@ -7,7 +7,6 @@ cells that differ only in batch or backend reuse what their neighbours made.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
@@ -17,15 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from harness.backends.base import BuildOptions, Timing
-from harness.build import backend_for, build_artifact, export_check, load_engine, onnx_cache_path, onnx_for
+from harness.build import backend_for, build_artifact, export_check, load_engine, onnx_for, prepare_seconds
 from harness.data.datasets import SyntheticDataset, resolve_dataset
 from harness.errors import HarnessError, MissingDependency
-from harness.fileio import atomic_write
+from harness.fileio import machine_fault
 from harness.measure.evaluate import evaluate, reference_outputs
 from harness.measure.latency import latency_stats
 from harness.measure.samples import write_samples
 from harness.measure.stability import StopRule, interval, load_average, time_until_stable
 from harness.sweep import environment
+from harness.sweep.claims import CellClaims
 from harness.sweep.experiment import Experiment
 from harness.sweep.matrix import Cell, baseline_of, cell_id, quant_config, work_key
 from harness.sweep.progress import Progress, cell_kinds
@@ -95,8 +95,8 @@ class Workspace:
     def onnx_of(self, cell: Cell) -> tuple[Path, float | None]:
         """(verified ONNX, seconds calibration + export took when it was made).
 
-        The seconds are kept beside the cached ONNX, so a cache hit still reports what the work costs, as
-        build_s does for engines; an ONNX made outside a sweep reports None.
+        The seconds are kept in the cached ONNX's record, so a cache hit still reports what the work costs, as
+        build_s does for engines.
         """
         spec, quant = self.exp.specs[cell.model], quant_config(self.exp, cell)
         quant_dict = quant.to_dict() if quant else None
@@ -104,16 +104,8 @@ class Workspace:
         verify = self.exp.build["verify"]
 
         def make():
-            expected = onnx_cache_path(spec, cell.precision, self.engines_dir, quant_dict, verify)
-            record, cached = expected.with_suffix(".sweep.json"), expected.is_file()
-            start = time.perf_counter()
             path = onnx_for(spec, cell.precision, self.engines_dir, quant_dict, self.log, verify)
-            if not cached and not record.is_file():  # the first maker's figure, not a waiting worker's
-                atomic_write(record, json.dumps({"prepare_s": round(time.perf_counter() - start, 3)}))
-            try:
-                return path, json.loads(record.read_text())["prepare_s"]
-            except (OSError, ValueError, KeyError):
-                return path, None
+            return path, prepare_seconds(path)
 
         return self.once(("onnx", cell.model, cell.precision, str(quant)), make)
 
@@ -288,6 +280,10 @@ def run_cell(ws: Workspace, cell: Cell) -> dict:
         row.update(_layers(ws, runner, row["cell_id"]))
         row["failed_stage"] = None
     except Exception as exc:  # one broken cell must not end the sweep: it becomes a row
+        fault = machine_fault(exc)
+        if fault:  # not a result of the cell: no row, so a re-run retries it
+            raise HarnessError(f"sweep stopped at {cell.label()} ({row['failed_stage']}): {fault}; nothing was "
+                               "stored for this cell: free space or fix permissions, then re-run") from exc
         row.update(status="failed", error=one_line(exc),
                    missing_extra=exc.extra if isinstance(exc, MissingDependency) else None)
     finally:
@@ -352,9 +348,11 @@ def run_group(ws: Workspace, cells: list[Cell]) -> Iterator[dict]:
 
 
 def run_local(ws: Workspace, groups: list[list[Cell]]) -> Iterator[dict]:
-    """The default executor: every group in this process, one after another."""
-    for group in groups:
-        yield from run_group(ws, group)
+    """The default executor: every group in this process, one after another. Each cell is claimed first, so a
+    second `harness sweep` on the same folder takes other cells instead of running (and timing) the same ones."""
+    cells = [cell for group in groups for cell in group]
+    for cell in CellClaims(ws.store.root, ws.log).take(cells, lambda c: cell_id(ws.exp, c)):
+        yield run_cell(ws, cell)
 
 
 def run_sweep(ws: Workspace, cells: list[Cell], matrix: list[Cell], retry_failed: bool = False,
@@ -376,8 +374,9 @@ def run_sweep(ws: Workspace, cells: list[Cell], matrix: list[Cell], retry_failed
         time_interleaved(ws, todo)
     kinds = dict(zip((cell_id(exp, c) for c in todo), cell_kinds(todo), strict=True))
     progress = Progress(list(kinds.values()), ws.log)
-    failed = 0
+    failed = ran = 0
     for row in executor(ws, work_groups(todo)):
+        ran += 1
         ws.store.write(row)
         table = ws.store.write_tables(order)
         failed += row["status"] != "ok"
@@ -385,4 +384,6 @@ def run_sweep(ws: Workspace, cells: list[Cell], matrix: list[Cell], retry_failed
                           kinds[row["cell_id"]])
         if row["error"]:
             ws.log(f"    {row['failed_stage']}: {row['error']}")
-    return SweepResult(len(todo), failed, skipped, table)
+    if ran < len(todo):  # another process stored some of them
+        table = ws.store.write_tables(order)
+    return SweepResult(ran, failed, len(cells) - ran, table)

@@ -49,7 +49,7 @@ def parse_engine_information(data: str | dict, source: str = "engine inspector J
 
 
 def load_engine_information(path: Path) -> dict:
-    text = read_user_text(path, f"--layer-info {path}", "give the JSON trtexec --exportLayerInfo wrote")
+    text = read_user_text(path, "--layer-info", "give the JSON trtexec --exportLayerInfo wrote")
     return parse_engine_information(text, f"--layer-info {path}")
 
 
