@@ -24,6 +24,8 @@ COMMANDS = {
     "inspect-engine": "engine_inspect:inspect_engine",
     "sweep": "sweep:sweep",
     "report": "report:report",
+    "compare": "debug:compare",
+    "debug": "debug:debug",
 }
 
 

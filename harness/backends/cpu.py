@@ -36,6 +36,10 @@ class CpuRunner(Runner):
         out = self.session.run(self.output_names[:1], {self.input_name: x.astype(self.input_dtype, copy=False)})
         return out[0].astype(np.float32, copy=False)
 
+    def infer_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        outs = self.session.run(self.output_names, {self.input_name: x.astype(self.input_dtype, copy=False)})
+        return {name: out.astype(np.float32, copy=False) for name, out in zip(self.output_names, outs, strict=True)}
+
     def time(self, x: np.ndarray, warmup_s: float, iterations: int, duration_s: float, **opts) -> Timing:
         run, names, feed = self.session.run, self.output_names[:1], {self.input_name: x.astype(self.input_dtype)}
         lat, wall = timed_loop(lambda: run(names, feed), warmup_s, iterations, duration_s)
