@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from harness.commands.common import fmt, print_table, write_json
+from harness.commands.common import fmt, model_options, print_table, quant_options, write_json
 from harness.errors import HarnessError
 
 
@@ -165,3 +165,121 @@ def demo(output):
     path = write_outlier_weights(output)
     click.echo(f"wrote {path}: digits-resnet with channel {OUTLIER_CHANNEL} of {OUTLIER_LAYER}'s input scaled by "
                f"{OUTLIER_SCALE:g} (and its weights by 1/{OUTLIER_SCALE:g})")
+
+
+def _quant_files(files, model_name, weights, input_shape, precision, quant_file, engines_dir, given):
+    """(spec, float ONNX, quantized ONNX): the two files given, or both exported (cached) for the model + request."""
+    import onnx
+
+    from harness.build import onnx_for
+    from harness.commands.common import quant_request
+    from harness.models.registry import resolve_model
+
+    if files:
+        options = [k for k, v in given.items() if v not in (None, ()) and k != "dataset"]
+        if len(files) != 2 or quant_file or options:
+            raise HarnessError("give FLOAT.onnx QUANT.onnx, or the model and quantization options (--mode, --calib, "
+                               "--quant ...), not both")
+        spec = resolve_model(model_name, weights, input_shape)
+        models = []
+        for path in files:
+            try:
+                models.append(onnx.load(path))
+            except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError, Exception) as exc:
+                raise HarnessError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from exc
+            dims = [d.dim_value for d in models[-1].graph.input[0].type.tensor_type.shape.dim][1:]
+            if all(dims) and tuple(dims) != tuple(spec.input_shape):
+                raise HarnessError(f"{path} takes Nx{'x'.join(map(str, dims))}, not the Nx"
+                                   f"{'x'.join(map(str, spec.input_shape))} of {spec.name}: pass its --model "
+                                   "(and --input-shape)")
+        return spec, *models
+    quant = quant_request(precision, quant_file, **given)
+    if quant is None:
+        raise HarnessError(f"--precision {precision} has no quantized file to debug: use int8 or int8-fp16")
+    from harness.commands.pipeline import _spec_for
+
+    spec = _spec_for(model_name, weights, input_shape, quant)
+    float_path = onnx_for(spec, "fp32", engines_dir, None, _log)
+    quant_path = onnx_for(spec, precision, engines_dir, quant, _log)
+    return spec, onnx.load(float_path), onnx.load(quant_path)
+
+
+def _dataset_inputs(spec, dataset, split, limit):
+    from harness.data.datasets import resolve_dataset
+
+    return resolve_dataset(dataset or "digits", spec).take(split, limit)
+
+
+_FILES = click.argument("files", nargs=-1, metavar="[FLOAT.onnx QUANT.onnx]", type=click.Path(path_type=Path))
+_PRECISION = click.option("--precision", type=click.Choice(["int8", "int8-fp16"]), default="int8", show_default=True)
+_QUANT = click.option("--quant", "quant_file", type=click.Path(path_type=Path), default=None,
+                      help="Quantization checkpoint from harness quantize.")
+_SPLIT = click.option("--split", type=click.Choice(["val", "calib", "train"]), default="val", show_default=True,
+                      help="Split of --dataset (the calibration dataset, digits by default) to measure on.")
+
+
+def _engines_option(f):
+    from harness.build import ENGINES_DIR
+
+    return click.option("--engines-dir", type=click.Path(path_type=Path), default=ENGINES_DIR, show_default=True,
+                        help="Cache of exports, calibration and debug steps.")(f)
+
+
+@debug.command("layers")
+@_FILES
+@model_options
+@_PRECISION
+@_QUANT
+@quant_options
+@_engines_option
+@_SPLIT
+@click.option("--limit", type=click.IntRange(1), default=64, show_default=True, help="Inputs to measure on.")
+@click.option("--backend", type=click.Choice(["cpu", "tensorrt"]), default="cpu", show_default=True,
+              help="Runs the quantized file: cpu (ONNX Runtime, every tensor an output) or tensorrt (debug "
+                   "tensors, fusions kept).")
+@click.option("--min-sqnr", type=float, default=20.0, show_default=True,
+              help="Name the first layer whose SQNR against the float file falls below this (dB).")
+@click.option("--plot", type=click.Path(path_type=Path), default=None, help="PNG of SQNR along the depth.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="The table as JSON.")
+def layers_cmd(files, model_name, weights, input_shape, precision, quant_file, engines_dir, split, limit, backend,
+               min_sqnr, plot, json_out, **given):
+    """Per-layer SQNR / cosine / max error of a quantized ONNX against its float ONNX, in graph order.
+
+    Give the two files, or the model and quantization options (both are exported, cached). Tensors are matched
+    by the layer producing them, across Q/DQ insertion and BatchNorm folding.
+    """
+    from harness.debug.layers import divergence, first_below, largest_drop, sqnr_plot
+
+    spec, float_model, quant_model = _quant_files(files, model_name, weights, input_shape, precision, quant_file,
+                                                  engines_dir, given)
+    x, _ = _dataset_inputs(spec, given.get("dataset"), split, limit)
+    runner = None
+    if backend == "tensorrt":
+        from harness.debug.trt_debug import debug_tensors
+
+        runner = debug_tensors(quant_model, engines_dir, len(x))
+    rows = divergence(float_model, quant_model, x, runner)
+    width = max(len(r.layer) for r in rows)
+    click.echo(f"{spec.name}: quantized against float, {len(x)} inputs ({given.get('dataset') or 'digits'}/{split}), "
+               f"{backend}")
+    click.echo(f"  {'layer'.ljust(width)}  {'SQNR dB':>8s}  {'cosine':>8s}  {'max abs':>9s}  {'drop dB':>8s}")
+    for r in rows:
+        if r.note:
+            click.echo(f"  {r.layer.ljust(width)}  {r.note}")
+        else:
+            click.echo(f"  {r.layer.ljust(width)}  {fmt(r.sqnr_db):>8s}  {r.cosine:8.5f}  {fmt(r.max_abs):>9s}  "
+                       f"{fmt(r.drop_db):>8s}")
+    first, worst = first_below(rows, min_sqnr), largest_drop(rows)
+    if first is None:
+        click.echo(f"every matched layer is at or above {min_sqnr:g} dB")
+    else:
+        click.echo(f"first layer below {min_sqnr:g} dB: {first.layer} at {first.sqnr_db:.2f} dB")
+    if worst is not None:
+        click.echo(f"largest drop in one layer: {worst.layer}, {worst.drop_db:.2f} dB")
+    if plot:
+        click.echo(f"wrote {sqnr_plot(rows, plot, min_sqnr, f'{spec.name}: per-layer SQNR, quantized vs float')}")
+    if json_out:
+        write_json(json_out, {"model": spec.name, "samples": len(x), "backend": backend, "min_sqnr": min_sqnr,
+                              "first_below": first.layer if first else None,
+                              "largest_drop": worst.layer if worst else None, "layers": [r.to_dict() for r in rows]})
+        click.echo(f"wrote {json_out}")
