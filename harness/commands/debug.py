@@ -283,3 +283,90 @@ def layers_cmd(files, model_name, weights, input_shape, precision, quant_file, e
                               "first_below": first.layer if first else None,
                               "largest_drop": worst.layer if worst else None, "layers": [r.to_dict() for r in rows]})
         click.echo(f"wrote {json_out}")
+
+
+def _step_row(i: int, s) -> str:
+    layers = ", ".join(s.floated) if len(s.floated) <= 4 else f"{', '.join(s.floated[:4])} +{len(s.floated) - 4}"
+    return (f"  {i:>4d}  {len(s.floated):>8d}  {fmt(s.top1):>6s}  {fmt(s.top1_drop):>6s}  {fmt(s.top1_agreement):>7s}"
+            f"  {fmt(s.sqnr_db):>7s}  {fmt(s.latency_p50_ms):>7s}  {'pass' if s.passed else 'FAIL':4s}"
+            f"{' (cached)' if s.cached else '':9s}  {layers or '-'}")
+
+
+@debug.command("qdq")
+@model_options
+@_PRECISION
+@_QUANT
+@quant_options
+@_engines_option
+@_SPLIT
+@click.option("--limit", type=click.IntRange(1), default=400, show_default=True, help="Inputs each step is measured "
+                                                                                       "on.")
+@click.option("--backend", type=click.Choice(["cpu", "tensorrt"]), default="cpu", show_default=True,
+              help="Where each step's Q/DQ ONNX is built and measured.")
+@click.option("--max-top1-drop", type=click.FloatRange(0), default=None,
+              help="Target: top-1 at most this many points below the FP32 model's (labelled data).")
+@click.option("--min-top1-agreement", type=click.FloatRange(0, 100), default=None,
+              help="Target: argmax agrees with the FP32 model's on at least this % of inputs.")
+@click.option("--min-sqnr", type=float, default=None, help="Target: output SQNR against FP32 of at least this (dB).")
+@click.option("--check", "check_command", default=None, metavar="COMMAND",
+              help="Target: a shell command that exits 0 when a step is good enough; it sees $HARNESS_ONNX, "
+                   "$HARNESS_ENGINE and $HARNESS_SKIP (comma-separated layers in float).")
+@click.option("--latency", is_flag=True, help="Also time each step (p50 at the artifact's opt batch).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("qdq-skip.txt"), show_default=True,
+              help="The final fallback set as a skip list for --skip-from.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Every step as JSON.")
+def qdq_cmd(model_name, weights, input_shape, precision, quant_file, engines_dir, split, limit, backend,
+            max_top1_drop, min_top1_agreement, min_sqnr, check_command, latency, output, json_out, **given):
+    """Find a small set of layers to leave in float (their Q/DQ removed) that meets an accuracy target.
+
+    Bisection over the quantized layers ordered by sensitivity, then a pass that puts back into INT8 every layer
+    the target does not need; the fallback follows --skip's rules (a residual shortcut quantizer goes with its
+    layer when the Add no longer feeds INT8). Steps are cached under --engines-dir: rerun to resume. Exit 1
+    when even every quantized layer in float misses the target.
+    """
+    from harness.build import library_versions
+    from harness.commands.common import quant_request, refuse_modelopt
+    from harness.commands.pipeline import _spec_for
+    from harness.data.datasets import resolve_dataset
+    from harness.debug.qdq_bisect import Search, StepCache, Target, measurer, ranked_candidates, skip_file_text
+    from harness.quantize.checkpoint import quantized, weights_sha
+
+    target = Target(max_top1_drop, min_top1_agreement, min_sqnr, check_command)
+    refuse_modelopt(given.get("tool"))
+    quant = quant_request(precision, quant_file, **given)
+    spec = _spec_for(model_name, weights, input_shape, quant)
+    qm = quantized(spec, quant, Path(engines_dir) / "calib", _log)
+    data = resolve_dataset(qm.config.dataset, spec)
+    if max_top1_drop is not None and not data.has_labels:
+        raise HarnessError(f"--max-top1-drop needs labels and dataset {data.name} has none: use "
+                           "--min-top1-agreement or --min-sqnr")
+    settings = {"model": spec.to_dict(), "weights": weights_sha(spec), "quant": quant, "precision": precision,
+                "backend": backend, "split": split, "limit": limit, "versions": library_versions()}
+    cache = StepCache(Path(engines_dir) / "debug-qdq", settings)
+    order = cache.order(lambda: ranked_candidates(qm, data.take("calib", min(limit, 256))[0]))
+    click.echo(f"{spec.name} {precision} {qm.config.mode}/{qm.config.calib} on {backend}: {len(order)} quantized "
+               f"layers, target {target.describe()} on {data.name}/{split}")
+    search = Search(order, measurer(qm, precision, backend, engines_dir, data, split, limit, target, cache, latency,
+                                    _log))
+    chosen = search.run(_log)
+    click.echo(f"  {'step':>4s}  {'in float':>8s}  {'top1 %':>6s}  {'drop':>6s}  {'agree %':>7s}  {'SQNR dB':>7s}  "
+               f"{'p50 ms':>7s}  result           layers in float")
+    for i, step in enumerate(search.steps, 1):
+        click.echo(_step_row(i, step))
+    fresh = sum(not s.cached for s in search.steps)
+    click.echo(f"{len(search.steps)} evaluations ({fresh} measured, {len(search.steps) - fresh} from the cache "
+               f"{cache.folder / cache.key})")
+    if json_out:
+        write_json(json_out, {"model": spec.name, "precision": precision, "backend": backend, "quant": quant,
+                              "target": target.describe(), "order": order, "fallback": chosen,
+                              "evaluations": len(search.steps), "measured": fresh,
+                              "steps": [s.to_dict() for s in search.steps]})
+        click.echo(f"wrote {json_out}")
+    if chosen is None:
+        click.echo(f"even all {len(order)} quantized layers in float miss the target", err=True)
+        raise click.exceptions.Exit(1)
+    header = (f"harness debug qdq: {spec.name} {precision} {qm.config.mode}/{qm.config.calib}, "
+              f"target {target.describe()} on {data.name}/{split} ({limit})")
+    Path(output).write_text(skip_file_text(header, chosen, {}))
+    click.echo(f"fallback: {', '.join(chosen) or 'none needed'}; wrote {output} (use it with --skip-from and the "
+               "same quantization options)")

@@ -20,6 +20,7 @@ from harness.quantize.onnx_graph import DEQUANTIZE, QUANTIZE, Graph
 
 PASS_THROUGH = {QUANTIZE, DEQUANTIZE, "Constant", "Identity", "Shape"}  # not layers: they move or re-encode values
 FOLDED = "BatchNormalization"  # a Conv/Gemm's own BatchNorm, folded into it by some exports
+INPUT = "input:"  # the key of a graph input, as a layer's input
 SQNR_CAP = 200.0  # dB; identical tensors read as this in plots and drops
 
 
@@ -47,7 +48,8 @@ def module_name(node_name: str) -> str:
 def layers_of(model: onnx.ModelProto) -> list[Layer]:
     """The layers of a graph in topological order; Q/DQ and constants are skipped, a Conv's own BN absorbed."""
     graph = Graph(model)
-    owner: dict[str, str] = {}  # tensor -> key of the layer that produced it (through pass-through nodes)
+    # tensor -> key of the layer that produced it (through pass-through nodes); graph inputs by position
+    owner = {vi.name: f"{INPUT}{i}" for i, vi in enumerate(v for v in model.graph.input if v.name not in graph.static)}
     layers: list[Layer] = []
     absorbed: set[int] = set()
     for index, node in enumerate(graph.nodes):
@@ -73,20 +75,21 @@ def layers_of(model: onnx.ModelProto) -> list[Layer]:
 
 
 def match(float_layers: list[Layer], quant_layers: list[Layer]) -> list[tuple[Layer | None, Layer | None]]:
-    """Pairs in the float file's order (then the quantized file's leftovers): by name, then by position per op."""
-    by_key = {q.key: q for q in quant_layers}
-    pairs: dict[int, Layer] = {}
-    for i, f in enumerate(float_layers):
-        if f.key in by_key:
-            pairs[i] = by_key.pop(f.key)
-    for op in dict.fromkeys(f.op for f in float_layers):
-        left_f = [i for i, f in enumerate(float_layers) if f.op == op and i not in pairs]
-        left_q = [q for q in quant_layers if q.op == op and q.key in by_key]
-        if left_f and len(left_f) == len(left_q):
-            for i, q in zip(left_f, left_q, strict=True):
-                pairs[i] = by_key.pop(q.key)
-    rows: list[tuple[Layer | None, Layer | None]] = [(f, pairs.get(i)) for i, f in enumerate(float_layers)]
-    return rows + [(None, q) for q in quant_layers if q.key in by_key]
+    """Pairs in the float file's order (then the quantized file's leftovers): by node name where both files have
+    it, else the quantized layer of the same operator reading the counterparts of the float layer's inputs."""
+    left = {q.key: q for q in quant_layers}
+    counterpart: dict[str, str] = {}
+    rows: list[tuple[Layer | None, Layer | None]] = []
+    for f in float_layers:
+        q = left.get(f.key)
+        if q is None or q.op != f.op:
+            want = sorted(i if i.startswith(INPUT) else counterpart.get(i, "?") for i in f.inputs)  # inputs by position
+            q = next((c for c in left.values() if c.op == f.op and sorted(c.inputs) == want), None)
+        if q is not None:
+            del left[q.key]
+            counterpart[f.key] = q.key
+        rows.append((f, q))
+    return rows + [(None, q) for q in left.values()]
 
 
 @dataclass
@@ -187,7 +190,7 @@ def divergence(float_model: onnx.ModelProto, quant_model: onnx.ModelProto, x: np
     rows, sqnr_of = [], {}
     for f, q in pairs:
         layer = f or q
-        name = f"{module_name(layer.key) or layer.key.strip('/')} ({layer.op})"
+        name = f"{(module_name(layer.key) if layer.key.startswith('/') else '') or layer.key.strip('/')} ({layer.op})"
         row = LayerRow(name, layer.op, f.tensor if f else None, q.tensor if q else None)
         if f is None or q is None:
             row.note = "no counterpart in the float file" if f is None else "no counterpart in the quantized file"

@@ -1,0 +1,136 @@
+"""The built-in case where naive INT8 hurts (an outlier channel, max calibration): debug layers names the culprit,
+debug qdq finds the one layer to leave in float, and the skip list it writes restores accuracy."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from harness.data.datasets import resolve_dataset
+from harness.debug.demo import OUTLIER_LAYER, outlier_state_dict
+from harness.models.registry import load_model, resolve_model
+from test_cli_errors import assert_one_line_error
+
+NAIVE_MAX = ("--mode", "naive", "--calib", "max")
+
+
+@pytest.fixture(scope="module")
+def outlier(tmp_path_factory):
+    """(weights file, engines dir) shared by the module: calibration and exports happen once."""
+    root = tmp_path_factory.mktemp("outlier")
+    weights = root / "digits-outlier.pt"
+    torch.save(outlier_state_dict(), weights)
+    return weights, root / "engines"
+
+
+def test_outlier_weights_compute_what_the_bundled_ones_do():
+    spec = resolve_model("digits-resnet")
+    x, _ = resolve_dataset("digits", spec).take("val", 64)
+    model, bundled = load_model(spec), load_model(spec)
+    model.load_state_dict(outlier_state_dict())
+    with torch.no_grad():
+        np.testing.assert_allclose(model(torch.from_numpy(x)).numpy(), bundled(torch.from_numpy(x)).numpy(),
+                                   atol=1e-3)
+
+
+def test_debug_layers_names_the_culprit(run_cli, outlier, tmp_path):
+    weights, engines = outlier
+    out = tmp_path / "layers.json"
+    result = run_cli("debug", "layers", "--weights", weights, *NAIVE_MAX, "--engines-dir", engines, "--limit", 32,
+                     "--json", out, "--plot", tmp_path / "sqnr.png")
+    assert result.exit_code == 0, result.output
+    table = json.loads(out.read_text())
+    assert table["first_below"] == table["largest_drop"] == f"{OUTLIER_LAYER} (Conv)"
+    assert f"first layer below 20 dB: {OUTLIER_LAYER} (Conv)" in result.output
+    rows = table["layers"]
+    culprit = [r["layer"] for r in rows].index(f"{OUTLIER_LAYER} (Conv)")
+    assert all(r["sqnr_db"] > 25 for r in rows[:culprit]) and rows[culprit]["sqnr_db"] < 5
+    assert len(rows) == 27 and not any(r["note"] for r in rows)  # every layer matched across the two files
+    assert (tmp_path / "sqnr.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _files(engines):
+    onnx_dir = engines / "onnx"
+    fp32 = next(onnx_dir.glob("digits-resnet-fp32-*.onnx"))
+    int8 = next(onnx_dir.glob("digits-resnet-int8-*.onnx"))
+    return fp32, int8
+
+
+def test_debug_layers_survives_renaming_and_says_what_has_no_counterpart(run_cli, outlier, tmp_path):
+    weights, engines = outlier
+    fp32, int8 = _files(engines)  # exported by the test above
+    model = onnx.load(int8)
+    for node in model.graph.node:
+        node.name = ""  # another exporter: no node names, so layers match by position per operator
+    extra = onnx.helper.make_node("Relu", ["input"], ["extra"], name="/extra/Relu")
+    model.graph.node.insert(0, extra)
+    model.graph.output.append(onnx.helper.make_tensor_value_info("extra", onnx.TensorProto.FLOAT, None))
+    renamed = tmp_path / "renamed.onnx"
+    onnx.save(model, renamed)
+    out = tmp_path / "layers.json"
+    result = run_cli("debug", "layers", fp32, renamed, "--weights", weights, "--limit", 32, "--json", out)
+    assert result.exit_code == 0, result.output
+    table = json.loads(out.read_text())
+    assert table["first_below"] == f"{OUTLIER_LAYER} (Conv)"
+    notes = {r["layer"]: r["note"] for r in table["layers"] if r["note"]}
+    assert notes == {"extra (Relu)": "no counterpart in the float file"}
+
+
+def test_debug_qdq_finds_the_one_layer_and_resumes(run_cli, outlier, tmp_path):
+    weights, engines = outlier
+    skip, out = tmp_path / "skip.txt", tmp_path / "qdq.json"
+    args = ("debug", "qdq", "--weights", weights, *NAIVE_MAX, "--engines-dir", engines, "--limit", 100,
+            "--max-top1-drop", 1, "-o", skip, "--json", out)
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    steps = report["steps"]
+    assert steps[0]["floated"] == [] and steps[0]["top1_drop"] > 20 and not steps[0]["passed"]  # naive INT8 hurts
+    assert report["fallback"] == [OUTLIER_LAYER] and steps[-1]["passed"] and steps[-1]["top1_drop"] <= 1
+    assert report["order"][0] == OUTLIER_LAYER  # the sensitivity ranking put it first
+    assert report["evaluations"] == len(steps) <= 6
+    assert [line.split("#")[0].strip() for line in skip.read_text().splitlines()[1:]] == [OUTLIER_LAYER]
+
+    # resumable: steps lost to an interruption are measured again, the rest come from the cache
+    folder = next((engines / "debug-qdq").iterdir())
+    lost = sorted(p for p in folder.glob("*.json") if p.name != "order.json")[:2]
+    for path in lost:
+        path.unlink()
+    again = run_cli(*args)
+    assert again.exit_code == 0 and json.loads(out.read_text())["measured"] == 2, again.output
+    assert f"{len(steps) - 2} from the cache" in again.output
+
+    # the skip list reproduces the step's fallback through the ordinary pipeline
+    built = run_cli("build-engine", "--weights", weights, "--precision", "int8", *NAIVE_MAX, "--skip-from", skip,
+                    "--engines-dir", engines)
+    assert built.exit_code == 0, built.output
+    artifact = built.output.strip().split()[-1]
+    evaluated = run_cli("eval", artifact, "--limit", 100, "--json", tmp_path / "eval.json")
+    assert evaluated.exit_code == 0 and json.loads((tmp_path / "eval.json").read_text())["top1_delta"] >= -1
+
+
+def test_debug_qdq_check_command_and_unreachable_target(run_cli, outlier, tmp_path):
+    weights, engines = outlier
+    common = ("debug", "qdq", "--weights", weights, *NAIVE_MAX, "--engines-dir", engines, "--limit", 100,
+              "--json", tmp_path / "q.json")
+    # the command sees the step: here it passes any step with the ranking's first layer in float
+    check = f'case ",$HARNESS_SKIP," in *,{OUTLIER_LAYER},*) exit 0;; esac; exit 3'
+    found = run_cli(*common, "--check", check, "-o", tmp_path / "s.txt")
+    assert found.exit_code == 0, found.output
+    report = json.loads((tmp_path / "q.json").read_text())
+    assert report["fallback"] == [OUTLIER_LAYER] and report["steps"][0]["checks"][check] == 3
+    never = run_cli(*common, "--check", "exit 1", "-o", tmp_path / "n.txt")
+    assert never.exit_code == 1 and "miss the target" in never.output
+    assert len(json.loads((tmp_path / "q.json").read_text())["steps"]) == 2  # none, then all in float
+
+
+def test_debug_bad_input_is_one_line(run_cli, outlier, tmp_path):
+    weights, engines = outlier
+    fp32, _ = _files(engines)
+    assert_one_line_error(run_cli("debug", "qdq", *NAIVE_MAX, "--engines-dir", engines), "give a target")
+    assert_one_line_error(run_cli("debug", "layers", fp32), "FLOAT.onnx QUANT.onnx")
+    assert_one_line_error(run_cli("debug", "layers", fp32, fp32, "--model", "resnet18"), "takes Nx1x32x32",
+                          "resnet18")
+    assert_one_line_error(run_cli("debug", "qdq", "--precision", "fp32", "--min-sqnr", 30), "--precision")
