@@ -7,11 +7,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from test_cli_errors import assert_one_line_error
 
 from harness.data.datasets import resolve_dataset
 from harness.debug.demo import OUTLIER_LAYER, outlier_state_dict
 from harness.models.registry import load_model, resolve_model
-from test_cli_errors import assert_one_line_error
 
 NAIVE_MAX = ("--mode", "naive", "--calib", "max")
 
@@ -134,3 +134,25 @@ def test_debug_bad_input_is_one_line(run_cli, outlier, tmp_path):
     assert_one_line_error(run_cli("debug", "layers", fp32, fp32, "--model", "resnet18"), "takes Nx1x32x32",
                           "resnet18")
     assert_one_line_error(run_cli("debug", "qdq", "--precision", "fp32", "--min-sqnr", 30), "--precision")
+
+
+@pytest.mark.parametrize("version", ["10.9.0", "11.0.0"])
+def test_debug_layers_on_tensorrt_reads_debug_tensors(run_cli, outlier, tmp_path, fake_gpu, version):
+    """Through the TensorRT test double: layer outputs marked as debug tensors (the engine's I/O unchanged) and
+    read by a listener give the table the CPU reference gives."""
+    gpu, trt = fake_gpu(version)
+    weights, engines = outlier
+    fp32, int8 = _files(engines)
+    cpu_json, trt_json = tmp_path / "cpu.json", tmp_path / "trt.json"
+    common = ("debug", "layers", fp32, int8, "--weights", weights, "--limit", 16, "--engines-dir", tmp_path)
+    assert run_cli(*common, "--json", cpu_json).exit_code == 0
+    result = run_cli(*common, "--backend", "tensorrt", "--json", trt_json)
+    assert result.exit_code == 0, result.output
+    cpu, on_trt = json.loads(cpu_json.read_text()), json.loads(trt_json.read_text())
+    assert on_trt["first_below"] == f"{OUTLIER_LAYER} (Conv)"
+    assert [r["sqnr_db"] for r in on_trt["layers"]] == pytest.approx([r["sqnr_db"] for r in cpu["layers"]], abs=0.01)
+    marked = [c[1] for c in gpu.calls if c[0] == "mark_debug"]
+    assert len(marked) == 27 and all(r["quant_tensor"] in marked for r in on_trt["layers"])
+    engine_file = next((tmp_path / "debug-layers").glob("*.engine"))
+    engine = trt.Runtime(trt.Logger()).deserialize_cuda_engine(engine_file.read_bytes())
+    assert [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)] == ["input", "logits"]

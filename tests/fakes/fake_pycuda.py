@@ -70,6 +70,10 @@ def make_driver(gpu: FakeGpu) -> types.ModuleType:
             raise Error("cuInit failed: no CUDA-capable device is detected")
 
     class Context:
+        @staticmethod
+        def synchronize():
+            gpu.log("ctx.synchronize")
+
         def push(self):
             gpu.log("ctx.push")
 
@@ -134,6 +138,11 @@ def make_driver(gpu: FakeGpu) -> types.ModuleType:
         raw = src.view(np.uint8).ravel()
         gpu.log("memcpy_htod_async", int(dest), _handle(stream))
         gpu.run(_handle(stream), lambda: _device(dest).__setitem__(slice(0, raw.size), raw), gpu.copy_ms)
+
+    def memcpy_dtoh(dest, src):
+        flat = dest.view(np.uint8).reshape(-1)
+        flat[:] = _device(src)[: flat.size]
+        gpu.log("memcpy_dtoh", int(src))
 
     def memcpy_dtoh_async(dest, src, stream=None):
         if not isinstance(dest, PagelockedArray):
