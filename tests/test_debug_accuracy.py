@@ -51,16 +51,20 @@ def test_debug_layers_names_the_culprit(run_cli, outlier, tmp_path):
     assert (tmp_path / "sqnr.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def _files(engines):
-    onnx_dir = engines / "onnx"
-    fp32 = next(onnx_dir.glob("digits-resnet-fp32-*.onnx"))
-    int8 = next(onnx_dir.glob("digits-resnet-int8-*.onnx"))
-    return fp32, int8
+def _files(outlier):
+    """The float and naive/max INT8 ONNX of the outlier model, as debug layers exported them (cached)."""
+    from harness.build import onnx_for
+    from harness.quantize.config import QuantConfig
+
+    weights, engines = outlier
+    spec = resolve_model("digits-resnet", str(weights))
+    quant = QuantConfig(mode="naive", calib="max").to_dict()
+    return onnx_for(spec, "fp32", engines), onnx_for(spec, "int8", engines, quant)
 
 
 def test_debug_layers_survives_renaming_and_says_what_has_no_counterpart(run_cli, outlier, tmp_path):
     weights, engines = outlier
-    fp32, int8 = _files(engines)  # exported by the test above
+    fp32, int8 = _files(outlier)
     model = onnx.load(int8)
     for node in model.graph.node:
         node.name = ""  # another exporter: no node names, so layers match by position per operator
@@ -128,7 +132,7 @@ def test_debug_qdq_check_command_and_unreachable_target(run_cli, outlier, tmp_pa
 
 def test_debug_bad_input_is_one_line(run_cli, outlier, tmp_path):
     weights, engines = outlier
-    fp32, _ = _files(engines)
+    fp32, _ = _files(outlier)
     assert_one_line_error(run_cli("debug", "qdq", *NAIVE_MAX, "--engines-dir", engines), "give a target")
     assert_one_line_error(run_cli("debug", "layers", fp32), "FLOAT.onnx QUANT.onnx")
     assert_one_line_error(run_cli("debug", "layers", fp32, fp32, "--model", "resnet18"), "takes Nx1x32x32",
@@ -142,7 +146,7 @@ def test_debug_layers_on_tensorrt_reads_debug_tensors(run_cli, outlier, tmp_path
     read by a listener give the table the CPU reference gives."""
     gpu, trt = fake_gpu(version)
     weights, engines = outlier
-    fp32, int8 = _files(engines)
+    fp32, int8 = _files(outlier)
     cpu_json, trt_json = tmp_path / "cpu.json", tmp_path / "trt.json"
     common = ("debug", "layers", fp32, int8, "--weights", weights, "--limit", 16, "--engines-dir", tmp_path)
     assert run_cli(*common, "--json", cpu_json).exit_code == 0
@@ -156,3 +160,17 @@ def test_debug_layers_on_tensorrt_reads_debug_tensors(run_cli, outlier, tmp_path
     engine_file = next((tmp_path / "debug-layers").glob("*.engine"))
     engine = trt.Runtime(trt.Logger()).deserialize_cuda_engine(engine_file.read_bytes())
     assert [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)] == ["input", "logits"]
+
+
+def test_skip_list_names_a_block_alone_when_its_shortcut_quantizer_is_meant(tmp_path):
+    from harness.debug.qdq_bisect import exact_pattern, skip_file_text
+    from harness.quantize.config import read_skip_file
+    from harness.quantize.replace import resolve_skip
+
+    layers = dict.fromkeys(["layer2", "layer2.conv1", "layer2.conv2", "layer2.downsample.0", "fc"])
+    assert exact_pattern("layer2.conv2", layers) == "layer2.conv2"
+    assert resolve_skip(layers, [exact_pattern("layer2", layers)]) == ["layer2"]
+    text = skip_file_text("header", ["layer2", "fc"], layers)
+    path = tmp_path / "skip.txt"
+    path.write_text(text)
+    assert resolve_skip(layers, read_skip_file(path)) == ["layer2", "fc"]

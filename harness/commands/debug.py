@@ -367,6 +367,8 @@ def qdq_cmd(model_name, weights, input_shape, precision, quant_file, engines_dir
         raise click.exceptions.Exit(1)
     header = (f"harness debug qdq: {spec.name} {precision} {qm.config.mode}/{qm.config.calib}, "
               f"target {target.describe()} on {data.name}/{split} ({limit})")
-    Path(output).write_text(skip_file_text(header, chosen, {}))
+    from harness.quantize.replace import quant_layers
+
+    Path(output).write_text(skip_file_text(header, chosen, quant_layers(qm.model)))
     click.echo(f"fallback: {', '.join(chosen) or 'none needed'}; wrote {output} (use it with --skip-from and the "
                "same quantization options)")

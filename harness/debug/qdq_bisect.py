@@ -175,7 +175,10 @@ class StepCache:
 
 
 def fallback_model(model, names: list[str]):
-    """A copy of the calibrated model with `names` in float, by the rules --skip applies."""
+    """A copy of the calibrated model with `names` in float by the rules --skip applies, so that the skip list
+    reproduces the step's file: each layer's own quantizer slots off, then every quantizer left idle off (a
+    residual shortcut's goes once its Add no longer feeds an INT8 layer). A block's own shortcut quantizer is a
+    candidate layer of its own (e.g. `layer2` beside `layer2.conv2`)."""
     from harness.quantize.replace import drop_idle, set_float
 
     floated = copy.deepcopy(model)
@@ -184,8 +187,19 @@ def fallback_model(model, names: list[str]):
     return floated.eval()
 
 
-def skip_file_text(header: str, floated: list[str], reasons: dict[str, str]) -> str:
-    lines = [f"# {header}", *[f"{name}  # {reasons.get(name, 'needed for the target')}" for name in floated]]
+def exact_pattern(name: str, layers) -> str:
+    """A --skip pattern matching `name` alone: a plain name also matches the layers below it (a block's convs),
+    so a block whose own shortcut quantizer is meant gets its last character bracketed ('layer[2]')."""
+    if not any(other.startswith(name + ".") for other in layers) or not name:
+        return name
+    return f"{name[:-1]}[{name[-1]}]"
+
+
+def skip_file_text(header: str, floated: list[str], layers) -> str:
+    lines = [f"# {header}"]
+    for name in floated:
+        pattern = exact_pattern(name, layers)
+        lines.append(f"{pattern}  # {'its own shortcut quantizer only' if pattern != name else 'in float'}")
     return "\n".join(lines) + "\n"
 
 
