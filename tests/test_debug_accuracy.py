@@ -174,3 +174,24 @@ def test_skip_list_names_a_block_alone_when_its_shortcut_quantizer_is_meant(tmp_
     path = tmp_path / "skip.txt"
     path.write_text(text)
     assert resolve_skip(layers, read_skip_file(path)) == ["layer2", "fc"]
+
+
+@pytest.mark.gpu(tensorrt=True)
+def test_on_a_real_gpu_tensorrt_debug_tensors_and_fallback(run_cli, outlier, tmp_path):
+    """Real TensorRT: the divergence shows in layer2's block from debug tensors (tensors TensorRT fused away are
+    listed as not exposed), and the fallback search on TensorRT engines finds the outlier layer."""
+    weights, engines = outlier
+    fp32, int8 = _files(outlier)
+    out = tmp_path / "layers.json"
+    result = run_cli("debug", "layers", fp32, int8, "--weights", weights, "--limit", 32, "--backend", "tensorrt",
+                     "--engines-dir", tmp_path / "trt", "--json", out)
+    assert result.exit_code == 0, result.output
+    table = json.loads(out.read_text())
+    assert table["first_below"].startswith("layer2")
+    exposed = [r for r in table["layers"] if r["sqnr_db"] is not None]
+    assert len(exposed) >= 10 and all(r["sqnr_db"] > 20 for r in exposed if r["layer"].startswith("layer1"))
+    qdq = tmp_path / "qdq.json"
+    found = run_cli("debug", "qdq", "--weights", weights, *NAIVE_MAX, "--engines-dir", tmp_path / "trt", "--limit",
+                    100, "--max-top1-drop", 1, "--backend", "tensorrt", "-o", tmp_path / "skip.txt", "--json", qdq)
+    assert found.exit_code == 0, found.output
+    assert len(json.loads(qdq.read_text())["fallback"]) <= 2

@@ -83,7 +83,7 @@ def open_source(text: str, weights: str | None = None) -> Source:
         from harness.models.registry import load_model, resolve_model
 
         spec = resolve_model(text.split(":", 1)[1], weights)
-        return _torch_source(text, load_model(spec), spec, fake_quant=False)
+        return _torch_source(f"{text} ({weights})" if weights else text, load_model(spec), spec, fake_quant=False)
     path = Path(text)
     if not path.exists():
         raise HarnessError(f"{text}: no such file; give an engine, an ONNX file, a quantization checkpoint (.pt), "
