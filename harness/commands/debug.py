@@ -225,14 +225,16 @@ def _engines_option(f):
                         help="Cache of exports, calibration and debug steps.")(f)
 
 
+def _quantized_model_options(f):
+    """What the quantized model is and the data it is measured on, as debug layers and debug qdq take them."""
+    for option in (_SPLIT, _engines_option, quant_options, _QUANT, _PRECISION, model_options):
+        f = option(f)
+    return f
+
+
 @debug.command("layers")
 @_FILES
-@model_options
-@_PRECISION
-@_QUANT
-@quant_options
-@_engines_option
-@_SPLIT
+@_quantized_model_options
 @click.option("--limit", type=click.IntRange(1), default=64, show_default=True, help="Inputs to measure on.")
 @click.option("--backend", type=click.Choice(["cpu", "tensorrt"]), default="cpu", show_default=True,
               help="Runs the quantized file: cpu (ONNX Runtime, every tensor an output) or tensorrt (debug "
@@ -293,12 +295,7 @@ def _step_row(i: int, s) -> str:
 
 
 @debug.command("qdq")
-@model_options
-@_PRECISION
-@_QUANT
-@quant_options
-@_engines_option
-@_SPLIT
+@_quantized_model_options
 @click.option("--limit", type=click.IntRange(1), default=400, show_default=True, help="Inputs each step is measured "
                                                                                        "on.")
 @click.option("--backend", type=click.Choice(["cpu", "tensorrt"]), default="cpu", show_default=True,
@@ -320,9 +317,9 @@ def qdq_cmd(model_name, weights, input_shape, precision, quant_file, engines_dir
     """Find a small set of layers to leave in float (their Q/DQ removed) that meets an accuracy target.
 
     Bisection over the quantized layers ordered by sensitivity, then a pass that puts back into INT8 every layer
-    the target does not need; the fallback follows --skip's rules (a residual shortcut quantizer goes with its
-    layer when the Add no longer feeds INT8). Steps are cached under --engines-dir: rerun to resume. Exit 1
-    when even every quantized layer in float misses the target.
+    the target does not need; the fallback follows --skip's rules (quantizers left idle go too: a residual
+    shortcut's once its Add no longer feeds an INT8 layer). Steps are cached under --engines-dir: rerun to
+    resume. Exit 1 when even every quantized layer in float misses the target.
     """
     from harness.build import library_versions
     from harness.commands.common import quant_request, refuse_modelopt
@@ -370,5 +367,7 @@ def qdq_cmd(model_name, weights, input_shape, precision, quant_file, engines_dir
     from harness.quantize.replace import quant_layers
 
     Path(output).write_text(skip_file_text(header, chosen, quant_layers(qm.model)))
-    click.echo(f"fallback: {', '.join(chosen) or 'none needed'}; wrote {output} (use it with --skip-from and the "
-               "same quantization options)")
+    made_with = (f"the options {quant_file} was made with (--mode {qm.config.mode} --calib {qm.config.calib} ...)"
+                 if quant_file else "the same quantization options")
+    click.echo(f"fallback: {', '.join(chosen) or 'none needed'}; wrote {output} (use it with --skip-from and "
+               f"{made_with})")
