@@ -195,3 +195,43 @@ def test_on_a_real_gpu_tensorrt_debug_tensors_and_fallback(run_cli, outlier, tmp
                     100, "--max-top1-drop", 1, "--backend", "tensorrt", "-o", tmp_path / "skip.txt", "--json", qdq)
     assert found.exit_code == 0, found.output
     assert len(json.loads(qdq.read_text())["fallback"]) <= 2
+
+
+def test_debug_qdq_on_a_quantized_onnx_alone(run_cli, outlier, tmp_path):
+    """No quantization options, just the Q/DQ file (ModelOpt's, another tool's): its Q/DQ is removed in the file."""
+    weights, engines = outlier
+    _, int8 = _files(outlier)
+    skip = tmp_path / "skip.txt"
+    result = run_cli("debug", "qdq", int8, "--weights", weights, "--engines-dir", engines, "--limit", 100,
+                     "--max-top1-drop", 1, "-o", skip, "--json", tmp_path / "q.json")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "q.json").read_text())["fallback"] == [OUTLIER_LAYER]
+    fixed = skip.with_suffix(".onnx")
+    checked = run_cli("compare", "torch:digits-resnet", fixed, "--weights", weights, "--dataset", "digits",
+                      "--limit", 100, "--min-top1-agreement", 99)
+    assert checked.exit_code == 0, checked.output
+
+
+def test_onnx_fallback_takes_the_shortcut_qdq_with_the_branch_conv(engines_dir):
+    """Selective placement quantizes residual shortcuts for the Conv+Add INT8 fusion; floating the branch's last
+    conv removes its Add's shortcut Q/DQ too, leaves the other Adds alone and adds no TensorRT hazard."""
+    from harness.build import onnx_for
+    from harness.debug.qdq_bisect import onnx_fallback, onnx_layers
+    from harness.quantize.config import QuantConfig
+    from harness.quantize.inspect_onnx import check
+    from harness.quantize.onnx_graph import Graph
+
+    path = onnx_for(resolve_model("digits-resnet"), "int8", engines_dir, QuantConfig(calib="max").to_dict())
+    model = onnx.load(path)
+
+    def quantized_adds(m):
+        g = Graph(m)
+        return {n.name for n in g.nodes if n.op_type == "Add" and any(g.quantized(i) for i in n.input)}
+
+    before = quantized_adds(model)
+    assert "/layer1.0/Add" in before
+    fell = onnx_fallback(model, ["layer1.0.conv2"])
+    assert quantized_adds(fell) == before - {"/layer1.0/Add"}
+    assert "layer1.0.conv2" not in onnx_layers(fell) and "layer1.0.conv1" in onnx_layers(fell)
+    assert check(fell).hazard_count == check(model).hazard_count == 0
+    onnx.checker.check_model(fell)

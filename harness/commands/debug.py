@@ -167,6 +167,29 @@ def demo(output):
                f"{OUTLIER_SCALE:g} (and its weights by 1/{OUTLIER_SCALE:g})")
 
 
+def _read_onnx(path: Path, spec):
+    """A user's ONNX file, checked to take the model's input."""
+    import onnx
+
+    try:
+        model = onnx.load(path)
+    except Exception as exc:  # protobuf and OSError alike: the file is not an ONNX model
+        raise HarnessError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from exc
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][1:]
+    if all(dims) and tuple(dims) != tuple(spec.input_shape):
+        raise HarnessError(f"{path} takes Nx{'x'.join(map(str, dims))}, not the Nx"
+                           f"{'x'.join(map(str, spec.input_shape))} of {spec.name}: pass its --model "
+                           "(and --input-shape)")
+    return model
+
+
+def _files_or_options(files, wanted: str, quant_file, given) -> None:
+    options = [k for k, v in given.items() if v not in (None, ()) and k != "dataset"]
+    if files and (quant_file or options):
+        raise HarnessError(f"give {wanted}, or the model and quantization options (--mode, --calib, --quant ...), "
+                           "not both")
+
+
 def _quant_files(files, model_name, weights, input_shape, precision, quant_file, engines_dir, given):
     """(spec, float ONNX, quantized ONNX): the two files given, or both exported (cached) for the model + request."""
     import onnx
@@ -175,24 +198,13 @@ def _quant_files(files, model_name, weights, input_shape, precision, quant_file,
     from harness.commands.common import quant_request
     from harness.models.registry import resolve_model
 
+    _files_or_options(files, "FLOAT.onnx QUANT.onnx", quant_file, given)
     if files:
-        options = [k for k, v in given.items() if v not in (None, ()) and k != "dataset"]
-        if len(files) != 2 or quant_file or options:
-            raise HarnessError("give FLOAT.onnx QUANT.onnx, or the model and quantization options (--mode, --calib, "
-                               "--quant ...), not both")
+        if len(files) != 2:
+            raise HarnessError(f"give FLOAT.onnx QUANT.onnx, or the model and quantization options; got {len(files)} "
+                               "file(s)")
         spec = resolve_model(model_name, weights, input_shape)
-        models = []
-        for path in files:
-            try:
-                models.append(onnx.load(path))
-            except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError, Exception) as exc:
-                raise HarnessError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from exc
-            dims = [d.dim_value for d in models[-1].graph.input[0].type.tensor_type.shape.dim][1:]
-            if all(dims) and tuple(dims) != tuple(spec.input_shape):
-                raise HarnessError(f"{path} takes Nx{'x'.join(map(str, dims))}, not the Nx"
-                                   f"{'x'.join(map(str, spec.input_shape))} of {spec.name}: pass its --model "
-                                   "(and --input-shape)")
-        return spec, *models
+        return spec, *(_read_onnx(path, spec) for path in files)
     quant = quant_request(precision, quant_file, **given)
     if quant is None:
         raise HarnessError(f"--precision {precision} has no quantized file to debug: use int8 or int8-fp16")
@@ -295,6 +307,7 @@ def _step_row(i: int, s) -> str:
 
 
 @debug.command("qdq")
+@click.argument("quant_onnx", required=False, type=click.Path(path_type=Path), metavar="[QUANT.onnx]")
 @_quantized_model_options
 @click.option("--limit", type=click.IntRange(1), default=400, show_default=True, help="Inputs each step is measured "
                                                                                        "on.")
@@ -312,7 +325,7 @@ def _step_row(i: int, s) -> str:
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("qdq-skip.txt"), show_default=True,
               help="The final fallback set as a skip list for --skip-from.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Every step as JSON.")
-def qdq_cmd(model_name, weights, input_shape, precision, quant_file, engines_dir, split, limit, backend,
+def qdq_cmd(quant_onnx, model_name, weights, input_shape, precision, quant_file, engines_dir, split, limit, backend,
             max_top1_drop, min_top1_agreement, min_sqnr, check_command, latency, output, json_out, **given):
     """Find a small set of layers to leave in float (their Q/DQ removed) that meets an accuracy target.
 
@@ -326,25 +339,56 @@ def qdq_cmd(model_name, weights, input_shape, precision, quant_file, engines_dir
     from harness.commands.pipeline import _spec_for
     from harness.data.datasets import resolve_dataset
     from harness.debug.qdq_bisect import Search, StepCache, Target, measurer, ranked_candidates, skip_file_text
+    from harness.fileio import atomic_write
     from harness.quantize.checkpoint import quantized, weights_sha
 
     target = Target(max_top1_drop, min_top1_agreement, min_sqnr, check_command)
-    refuse_modelopt(given.get("tool"))
-    quant = quant_request(precision, quant_file, **given)
-    spec = _spec_for(model_name, weights, input_shape, quant)
-    qm = quantized(spec, quant, Path(engines_dir) / "calib", _log)
-    data = resolve_dataset(qm.config.dataset, spec)
+    settings = {"backend": backend, "split": split, "limit": limit, "versions": library_versions()}
+    if quant_onnx is not None:
+        from harness.build import sha256_file
+        from harness.debug.qdq_bisect import onnx_fallback, onnx_layers, onnx_ranking
+        from harness.models.registry import resolve_model
+
+        _files_or_options([quant_onnx], "QUANT.onnx", quant_file, given)
+        spec = resolve_model(model_name, weights, input_shape)
+        model = _read_onnx(quant_onnx, spec)
+        layer_names = list(onnx_layers(model))
+        if not layer_names:
+            raise HarnessError(f"{quant_onnx}: no weighted layer reads a Q/DQ pair; give a quantized ONNX")
+        data = resolve_dataset(given.get("dataset") or "digits", spec)
+        settings |= {"onnx": sha256_file(quant_onnx), "model": spec.to_dict(), "weights": weights_sha(spec)}
+        title = f"{spec.name} {quant_onnx}"
+
+        def make_onnx(floated):
+            return onnx_fallback(model, floated)
+
+        def rank():
+            return onnx_ranking(model, data.take("calib", min(limit, 256))[0])
+    else:
+        from harness.debug.qdq_bisect import model_fallback
+        from harness.quantize.replace import quant_layers
+
+        refuse_modelopt(given.get("tool"))
+        quant = quant_request(precision, quant_file, **given)
+        spec = _spec_for(model_name, weights, input_shape, quant)
+        qm = quantized(spec, quant, Path(engines_dir) / "calib", _log)
+        data = resolve_dataset(qm.config.dataset, spec)
+        settings |= {"model": spec.to_dict(), "weights": weights_sha(spec), "quant": quant, "precision": precision}
+        title = f"{spec.name} {precision} {qm.config.mode}/{qm.config.calib}"
+        make_onnx = model_fallback(qm, precision)
+        layer_names = list(quant_layers(qm.model))
+
+        def rank():
+            return ranked_candidates(qm, data.take("calib", min(limit, 256))[0])
     if max_top1_drop is not None and not data.has_labels:
         raise HarnessError(f"--max-top1-drop needs labels and dataset {data.name} has none: use "
                            "--min-top1-agreement or --min-sqnr")
-    settings = {"model": spec.to_dict(), "weights": weights_sha(spec), "quant": quant, "precision": precision,
-                "backend": backend, "split": split, "limit": limit, "versions": library_versions()}
     cache = StepCache(Path(engines_dir) / "debug-qdq", settings)
-    order = cache.order(lambda: ranked_candidates(qm, data.take("calib", min(limit, 256))[0]))
-    click.echo(f"{spec.name} {precision} {qm.config.mode}/{qm.config.calib} on {backend}: {len(order)} quantized "
-               f"layers, target {target.describe()} on {data.name}/{split}")
-    search = Search(order, measurer(qm, precision, backend, engines_dir, data, split, limit, target, cache, latency,
-                                    _log))
+    order = cache.order(rank)
+    click.echo(f"{title} on {backend}: {len(order)} quantized layers, target {target.describe()} on "
+               f"{data.name}/{split}")
+    search = Search(order, measurer(spec, make_onnx, precision, backend, engines_dir, data, split, limit, target,
+                                    cache, latency, _log))
     chosen = search.run(_log)
     click.echo(f"  {'step':>4s}  {'in float':>8s}  {'top1 %':>6s}  {'drop':>6s}  {'agree %':>7s}  {'SQNR dB':>7s}  "
                f"{'p50 ms':>7s}  result           layers in float")
@@ -354,7 +398,8 @@ def qdq_cmd(model_name, weights, input_shape, precision, quant_file, engines_dir
     click.echo(f"{len(search.steps)} evaluations ({fresh} measured, {len(search.steps) - fresh} from the cache "
                f"{cache.folder / cache.key})")
     if json_out:
-        write_json(json_out, {"model": spec.name, "precision": precision, "backend": backend, "quant": quant,
+        write_json(json_out, {"model": spec.name, "precision": precision, "backend": backend,
+                              "source": str(quant_onnx) if quant_onnx else settings["quant"],
                               "target": target.describe(), "order": order, "fallback": chosen,
                               "evaluations": len(search.steps), "measured": fresh,
                               "steps": [s.to_dict() for s in search.steps]})
@@ -362,11 +407,14 @@ def qdq_cmd(model_name, weights, input_shape, precision, quant_file, engines_dir
     if chosen is None:
         click.echo(f"even all {len(order)} quantized layers in float miss the target", err=True)
         raise click.exceptions.Exit(1)
-    header = (f"harness debug qdq: {spec.name} {precision} {qm.config.mode}/{qm.config.calib}, "
-              f"target {target.describe()} on {data.name}/{split} ({limit})")
-    from harness.quantize.replace import quant_layers
-
-    Path(output).write_text(skip_file_text(header, chosen, quant_layers(qm.model)))
+    header = f"harness debug qdq: {title}, target {target.describe()} on {data.name}/{split} ({limit})"
+    Path(output).write_text(skip_file_text(header, chosen, layer_names))
+    if quant_onnx is not None:
+        final = Path(output).with_suffix(".onnx")
+        atomic_write(final, make_onnx(chosen).SerializeToString())
+        click.echo(f"fallback: {', '.join(chosen) or 'none needed'}; wrote {output} and {final} (the file with "
+                   "their Q/DQ removed)")
+        return
     made_with = (f"the options {quant_file} was made with (--mode {qm.config.mode} --calib {qm.config.calib} ...)"
                  if quant_file else "the same quantization options")
     click.echo(f"fallback: {', '.join(chosen) or 'none needed'}; wrote {output} (use it with --skip-from and "

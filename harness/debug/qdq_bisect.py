@@ -223,16 +223,14 @@ def ranked_candidates(qm, x: np.ndarray) -> list[str]:
     return [r.layer for r in ranked if r.layer in active]
 
 
-def measurer(qm, precision: str, backend: str, engines_dir: Path, data, split: str, limit: int, target: Target,
-             cache: StepCache, latency: bool, log=None) -> Callable[[list[str]], Step]:
-    """Fallback set -> Step: export the Q/DQ ONNX, build it for the backend, evaluate (and time) it, cached."""
+def measurer(spec, make_onnx: Callable[[list[str]], object], precision: str, backend: str, engines_dir: Path, data,
+             split: str, limit: int, target: Target, cache: StepCache, latency: bool,
+             log=None) -> Callable[[list[str]], Step]:
+    """Fallback set -> Step: the Q/DQ ONNX `make_onnx` gives for it, built for the backend, evaluated (and timed)."""
     from harness.backends.base import BuildOptions
     from harness.build import build_artifact, load_engine
-    from harness.data.datasets import SyntheticDataset
-    from harness.export.variants import qdq_proto
     from harness.measure.evaluate import evaluate, reference_outputs
 
-    sample, _ = SyntheticDataset(qm.spec).take("val", 2)
     options = BuildOptions(precision=precision, batch_max=BATCH)
     reference = reference_outputs(data, split, BATCH, limit)
 
@@ -243,9 +241,8 @@ def measurer(qm, precision: str, backend: str, engines_dir: Path, data, split: s
             return judge(target, hit)
         onnx_path = cache.path(floated).with_suffix(".onnx")
         if not onnx_path.is_file():
-            proto = qdq_proto(fallback_model(qm.model, floated), sample, precision)
-            atomic_write(onnx_path, proto.SerializeToString())
-        meta, _ = build_artifact(qm.spec, backend, options, engines_dir, onnx_path=onnx_path)
+            atomic_write(onnx_path, make_onnx(floated).SerializeToString())
+        meta, _ = build_artifact(spec, backend, options, engines_dir, onnx_path=onnx_path)
         _, runner = load_engine(Path(meta.artifact))
         result = evaluate(runner, data, split, (meta.batch[0], BATCH), limit, reference)
         step = Step(list(floated), result.top1, None if result.top1_delta is None else 0.0 - result.top1_delta,
@@ -263,3 +260,95 @@ def measurer(qm, precision: str, backend: str, engines_dir: Path, data, split: s
         return step
 
     return measure
+
+
+def model_fallback(qm, precision: str) -> Callable[[list[str]], object]:
+    """Fallback set -> Q/DQ ONNX of the calibrated model with those layers in float (what --skip would export)."""
+    from harness.data.datasets import SyntheticDataset
+    from harness.export.variants import qdq_proto
+
+    sample, _ = SyntheticDataset(qm.spec).take("val", 2)
+    return lambda floated: qdq_proto(fallback_model(qm.model, floated), sample, precision)
+
+
+# --- a quantized ONNX alone: the layers are its weighted nodes, a fallback removes their Q/DQ in the file ---
+
+_CARRY = {"BatchNormalization", "Relu", "Clip", "LeakyRelu", "Identity", "Reshape", "Transpose", "Flatten"}
+
+
+def onnx_layers(model) -> dict[str, object]:
+    """Layer name (the PyTorch module the node name scopes, else the node name) -> weighted node with a Q/DQ input."""
+    from harness.debug.layers import module_name
+    from harness.quantize.onnx_graph import Graph
+
+    graph = Graph(model)
+    found = {}
+    for node in graph.nodes:
+        if graph.weighted(node) and any(graph.quantized(i) for i in node.input[:2]):
+            name = (module_name(node.name) if node.name.startswith("/") else "") or node.name or node.output[0]
+            found.setdefault(name, node)
+    return found
+
+
+def _float_source(graph, name: str) -> str | None:
+    """The float tensor behind a DequantizeLinear(QuantizeLinear(x)) pair, or None."""
+    dq = graph.producer.get(name)
+    if dq is None or dq.op_type != "DequantizeLinear":
+        return None
+    q = graph.producer.get(dq.input[0])
+    return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else None
+
+
+def _residual_add(graph, node):
+    """(Add, index of the node's side) when the node's output reaches a two-input Add through ops TensorRT fuses
+    into it (BatchNorm, activations, reshapes), else None."""
+    tensor = node.output[0]
+    while True:
+        readers = graph.consumers.get(tensor, [])
+        if len(readers) != 1:
+            return None
+        reader = readers[0]
+        if reader.op_type == "Add" and len(graph.data_inputs(reader)) == 2:
+            return reader, list(reader.input).index(tensor)
+        if reader.op_type not in _CARRY:
+            return None
+        tensor = reader.output[0]
+
+
+def onnx_fallback(model, floated: list[str]):
+    """A copy of a Q/DQ ONNX with the named layers reading float tensors: their activation and weight inputs skip
+    the Q/DQ pairs (other readers of the same pair keep them). A residual Add fed by such a layer also loses the
+    Q/DQ on its shortcut: TensorRT fuses the Add in INT8 into the branch's last layer only when that layer runs in
+    INT8, so without it the shortcut's Q/DQ only adds rounding."""
+    import onnx
+
+    from harness.quantize.onnx_graph import Graph, drop_unused
+
+    copy_ = onnx.ModelProto()
+    copy_.CopyFrom(model)
+    layers = onnx_layers(copy_)
+    graph = Graph(copy_)
+    for name in floated:
+        node = layers[name]
+        for i, tensor in enumerate(node.input):
+            source = _float_source(graph, tensor)
+            if source is not None:
+                node.input[i] = source
+        residual = _residual_add(graph, node)
+        if residual is not None:
+            add, side = residual
+            other = 1 - side
+            source = _float_source(graph, add.input[other])
+            if source is not None:
+                add.input[other] = source
+    return drop_unused(copy_)
+
+
+def onnx_ranking(model, x: np.ndarray) -> list[str]:
+    """The file's layers, most sensitive first: the SQNR each loses itself (debug layers' drop) between the file
+    and its twin with every layer's Q/DQ removed."""
+    from harness.debug.layers import divergence
+
+    layers = onnx_layers(model)
+    rows = {r.layer: r.drop_db or 0.0 for r in divergence(onnx_fallback(model, list(layers)), model, x)}
+    return sorted(layers, key=lambda n: -rows.get(f"{n} ({layers[n].op_type})", 0.0))
