@@ -18,7 +18,7 @@ import onnx
 
 from harness.quantize.onnx_graph import DEQUANTIZE, QUANTIZE, Graph
 
-PASS_THROUGH = {QUANTIZE, DEQUANTIZE, "Constant", "Identity", "Shape"}  # not layers: they move or re-encode values
+PASS_THROUGH = {QUANTIZE, DEQUANTIZE, "Constant", "Identity", "Shape", "Cast"}  # they move or re-encode values
 FOLDED = "BatchNormalization"  # a Conv/Gemm's own BatchNorm, folded into it by some exports
 INPUT = "input:"  # the key of a graph input, as a layer's input
 SQNR_CAP = 200.0  # dB; identical tensors read as this in plots and drops
