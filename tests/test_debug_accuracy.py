@@ -235,3 +235,19 @@ def test_onnx_fallback_takes_the_shortcut_qdq_with_the_branch_conv(engines_dir):
     assert "layer1.0.conv2" not in onnx_layers(fell) and "layer1.0.conv1" in onnx_layers(fell)
     assert check(fell).hazard_count == check(model).hazard_count == 0
     onnx.checker.check_model(fell)
+
+
+def test_search_finds_the_needed_layers_in_few_evaluations():
+    """Bisection over the ranking, then the pass that drops what is not needed: exactly the two layers the target
+    needs, although the ranking put a harmless one between them, in far fewer evaluations than trying subsets."""
+    from harness.debug.qdq_bisect import Search, Step
+
+    order = [f"l{i}" for i in range(16)]
+    needed = {"l0", "l2"}
+
+    def measure(floated):
+        return Step(list(floated), passed=needed <= set(floated))
+
+    search = Search(order, measure)
+    assert search.run() == ["l0", "l2"]
+    assert len(search.steps) <= 8 and not search.steps[0].passed and search.steps[1].passed

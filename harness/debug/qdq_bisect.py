@@ -2,7 +2,7 @@
 
 TensorRT 11 has no precision flags or layer precision constraints: a layer runs in float when the ONNX has no Q/DQ
 on its inputs. So each step takes the calibrated model, leaves a set of layers in float exactly as --skip does
-(set_float, then drop_idle: a residual shortcut quantizer goes with its layer when the Add no longer feeds INT8),
+(set_float, then drop_idle: quantizers left idle go too, a residual shortcut's once its Add no longer feeds INT8),
 exports the Q/DQ ONNX, builds it for the chosen backend and measures it. The search is a bisection over the layers
 ordered by the sensitivity ranking (the smallest prefix that meets the target), then a pass that puts back into
 INT8, least sensitive first, every layer the target does not need. Steps are cached by content, so an interrupted
