@@ -27,6 +27,8 @@ COMMANDS = {
     "profile": "engine_inspect:profile_cmd",
     "sweep": "sweep:sweep",
     "report": "report:report",
+    "compare": "debug:compare",
+    "debug": "debug:debug",
 }
 
 

@@ -59,6 +59,10 @@ class Runner(ABC):
     @abstractmethod
     def infer(self, x: np.ndarray) -> np.ndarray: ...
 
+    def infer_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output by name, for comparisons; a runner of one unnamed output calls it what harness exports."""
+        return {"logits": self.infer(x)}
+
     @abstractmethod
     def time(self, x: np.ndarray, warmup_s: float, iterations: int, duration_s: float, **opts) -> Timing: ...
 

@@ -42,6 +42,10 @@ class CpuRunner(Runner):
                                f"{' '.join(line.strip() for line in str(exc).splitlines() if line.strip())}") from exc
         return out[0].astype(np.float32, copy=False)
 
+    def infer_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        outs = self.session.run(self.output_names, {self.input_name: x.astype(self.input_dtype, copy=False)})
+        return {name: out.astype(np.float32, copy=False) for name, out in zip(self.output_names, outs, strict=True)}
+
     def time(self, x: np.ndarray, warmup_s: float, iterations: int, duration_s: float, **opts) -> Timing:
         self.infer(x)  # a file that does not fit the input fails here in one line, not in the timed loop
         run, names, feed = self.session.run, self.output_names[:1], {self.input_name: x.astype(self.input_dtype)}

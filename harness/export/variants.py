@@ -81,23 +81,19 @@ def export_variant(spec: ModelSpec, precision: str, out: Path, quant: dict | Non
         from harness.export.modelopt_ptq import modelopt_qdq
 
         cfg = QuantConfig.from_dict(quant)
-        proto = modelopt_qdq(spec, precision, cfg, engines_dir_for(out), log)  # FP16 parts done by ModelOpt
+        proto = _checked_qdq(modelopt_qdq(spec, precision, cfg, engines_dir_for(out), log))  # FP16 parts by ModelOpt
         data = resolve_dataset(cfg.dataset, spec)
     else:
         from harness.quantize.calibrate import check_calibrated
         from harness.quantize.checkpoint import quantized
-        from harness.quantize.modules import fb_fake_quant
 
         qm = quantized(spec, quant, calib_dir or calib_dir_for(out), log)
         quant_model = qm.model.eval()
         check_calibrated(quant_model)
-        with fb_fake_quant():
-            proto = merge_duplicate_qdq(trace_onnx(quant_model, sample, QDQ_OPSET))
+        proto = qdq_proto(quant_model, sample, precision)
         data = resolve_dataset(qm.config.dataset, spec)
-    if precision.endswith("fp16") and (quant or {}).get("tool") != "modelopt":
+    if precision.endswith("fp16") and quant is None:
         proto = to_fp16(proto)
-    if quant is not None:
-        proto = _checked_qdq(proto)
     payload = proto.SerializeToString()
     result = _verified(precision, proto, float_model, quant_model, data, samples, verify)
     if log:
@@ -112,6 +108,16 @@ def export_variant(spec: ModelSpec, precision: str, out: Path, quant: dict | Non
     atomic_write(verify_sidecar(out), json.dumps(result.to_dict(), indent=2, default=float))
     atomic_write(out, payload)
     return out
+
+
+def qdq_proto(quant_model, sample, precision: str) -> onnx.ModelProto:
+    """A calibrated pytorch-quantization model as a Q/DQ graph (its float parts in FP16 for int8-fp16), with no
+    Q/DQ TensorRT would refuse."""
+    from harness.quantize.modules import fb_fake_quant
+
+    with fb_fake_quant():
+        proto = merge_duplicate_qdq(trace_onnx(quant_model, sample, QDQ_OPSET))
+    return _checked_qdq(to_fp16(proto) if precision.endswith("fp16") else proto)
 
 
 def _verified(precision, proto, float_model, quant_model, data: Dataset, samples: int, level: str) -> Verification:

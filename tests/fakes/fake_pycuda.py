@@ -105,6 +105,10 @@ def make_driver(gpu: FakeGpu) -> types.ModuleType:
             raise Error("cuInit failed: no CUDA-capable device is detected")
 
     class Context:
+        @staticmethod
+        def synchronize():
+            gpu.log("ctx.synchronize")
+
         def push(self):
             gpu.log("ctx.push")
 
@@ -168,6 +172,11 @@ def make_driver(gpu: FakeGpu) -> types.ModuleType:
         raw = src.view(np.uint8).ravel()
         gpu.log("htod", _handle(stream))
         gpu.run(_handle(stream), lambda: _device(dest).__setitem__(slice(0, raw.size), raw), gpu.copy_ms)
+
+    def memcpy_dtoh(dest, src):
+        flat = dest.view(np.uint8).reshape(-1)
+        flat[:] = _device(src)[: flat.size]
+        gpu.log("memcpy_dtoh", int(src))
 
     def memcpy_dtoh_async(dest, src, stream=None):
         if not isinstance(dest, _PagelockedArray):

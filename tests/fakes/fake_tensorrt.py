@@ -16,6 +16,8 @@ The "engine" computes logits[n, k] = mean(input[n]) * (k + 1), so a test can che
 
 from __future__ import annotations
 
+import base64
+import ctypes
 import enum
 import importlib.machinery
 import json
@@ -87,6 +89,14 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
              "INVALID_GRAPH", "INVALID_NODE", "UNSUPPORTED_GRAPH", "UNSUPPORTED_NODE"]
     trt.ErrorCode = enum.IntEnum("ErrorCode", {c: i for i, c in enumerate(codes)
                                                if major < 11 or c not in REMOVED_IN_11})
+    trt.TensorLocation = enum.IntEnum("TensorLocation", {"DEVICE": 0, "HOST": 1})
+    addresses = iter(range(0x7E0000000000, 0x7F0000000000, 0x100000))
+
+    def device_alloc(nbytes):
+        """Fake device memory for a debug tensor (TensorRT owns it; valid during the listener's call only)."""
+        address = next(addresses)
+        gpu.memory[address] = np.zeros(nbytes, np.uint8)
+        return address
     trt.DataType = DataType
     trt.float32, trt.float16, trt.int8, trt.int32 = DataType.FLOAT, DataType.HALF, DataType.INT8, DataType.INT32
 
@@ -110,11 +120,41 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
         def __init__(self, name, shape, dtype):
             self.name, self.shape, self.dtype = name, tuple(shape), dtype
 
+    class ILayer:
+        __slots__ = ("name", "type", "_outputs")
+
+        def __init__(self, name, op, outputs):
+            self.name, self.type, self._outputs = name, op, outputs
+
+        @property
+        def num_outputs(self):
+            return len(self._outputs)
+
+        def get_output(self, index):
+            return self._outputs[index]
+
     class INetworkDefinition:
-        __slots__ = ("flags", "inputs", "outputs", "_nodes", "_has_fp16")
+        __slots__ = ("flags", "inputs", "outputs", "_nodes", "_has_fp16", "_layers", "_debug", "_onnx")
 
         def __init__(self, flags):
             self.flags, self.inputs, self.outputs, self._nodes, self._has_fp16 = flags, [], [], [], False
+            self._layers, self._debug, self._onnx = [], [], b""
+
+        @property
+        def num_layers(self):
+            return len(self._layers)
+
+        def get_layer(self, index):
+            return self._layers[index]
+
+        def mark_debug(self, tensor):
+            gpu.log("mark_debug", tensor.name)
+            if tensor.name not in self._debug:
+                self._debug.append(tensor.name)
+            return True
+
+        def is_debug_tensor(self, tensor):
+            return tensor.name in self._debug
 
         @property
         def num_inputs(self):
@@ -205,6 +245,9 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
                 net.outputs.append(ITensor(vi.name, _dims(vi), _FROM_ONNX[vi.type.tensor_type.elem_type]))
             net._has_fp16 = any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer) or any(
                 a.name == "to" and a.i == onnx.TensorProto.FLOAT16 for n in graph.node for a in n.attribute)
+            net._onnx = proto.SerializeToString()  # debug tensors are computed from it (ONNX Runtime)
+            net._layers = [ILayer(n.name, n.op_type, [ITensor(o, (), DataType.FLOAT) for o in n.output])
+                           for n in graph.node if n.op_type not in ("Constant", "QuantizeLinear", "DequantizeLinear")]
             producer = {out: n.op_type for n in graph.node for out in n.output}
             net._nodes = [(n.name, n.op_type, producer.get(n.input[0], "") if n.input else "") for n in graph.node]
             return True
@@ -353,7 +396,8 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
                                for t in network.inputs],
                     "outputs": [{"name": t.name, "dtype": int(t.dtype), "shape": t.shape} for t in network.outputs],
                     "strongly_typed": network.flags == 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED),
-                    "layers": _layers(network)}
+                    "layers": _layers(network), "debug": list(network._debug),
+                    "onnx": base64.b64encode(network._onnx).decode() if network._debug else ""}
             return IHostMemory(b"FAKEPLAN" + json.dumps(plan).encode())
 
     if major < 11:
@@ -369,11 +413,62 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
         def report_layer_time(self, layer_name, ms):
             raise NotImplementedError
 
+    class IDebugListener:
+        def __init__(self):
+            pass
+
+        def process_debug_tensor(self, addr, location, type, shape, name, stream):  # noqa: A002
+            raise NotImplementedError
+
     class IExecutionContext:
-        __slots__ = ("engine", "shapes", "_addresses", "profiler")
+        __slots__ = ("engine", "shapes", "_addresses", "profiler", "_listener", "_debug_state")
 
         def __init__(self, engine):
             self.engine, self.shapes, self._addresses, self.profiler = engine, {}, {}, None
+            self._listener, self._debug_state = None, dict.fromkeys(engine._plan.get("debug", []), True)
+
+        def set_debug_listener(self, listener):
+            self._listener = listener
+            return True
+
+        def get_debug_listener(self):
+            return self._listener
+
+        def set_tensor_debug_state(self, name, flag):
+            if name not in self._debug_state:
+                return False  # "The Tensor must have been marked as a debug tensor during build time"
+            self._debug_state[name] = bool(flag)
+            return True
+
+        def get_debug_state(self, name):
+            return self._debug_state.get(name, False)
+
+        def set_all_tensors_debug_state(self, flag):
+            self._debug_state = dict.fromkeys(self._debug_state, bool(flag))
+            return True
+
+        def _report_debug_tensors(self, x, stream_handle):
+            """Debug tensors' real values (the ONNX run on ONNX Runtime), handed over in fake device memory."""
+            names = [n for n, on in self._debug_state.items() if on]
+            if self._listener is None or not names:
+                return
+            import onnxruntime as ort
+
+            model = onnx.load_from_string(base64.b64decode(self.engine._plan["onnx"]))
+            del model.graph.output[:]
+            model.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
+                                      for n in names)
+            sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+            values = sess.run(names, {sess.get_inputs()[0].name: x})
+            new_capsule = ctypes.pythonapi.PyCapsule_New
+            new_capsule.argtypes, new_capsule.restype = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p], \
+                ctypes.py_object
+            for name, value in zip(names, values, strict=True):
+                buffer = device_alloc(value.nbytes)
+                gpu.memory[buffer][: value.nbytes] = np.ascontiguousarray(value, np.float32).view(np.uint8).ravel()
+                self._listener.process_debug_tensor(new_capsule(buffer, None, None), trt.TensorLocation.DEVICE,
+                                                    DataType.FLOAT, value.shape, name, stream_handle)
+                gpu.memory.pop(buffer)
 
         def set_input_shape(self, name, shape):
             lo, _, hi = self.engine.get_tensor_profile_shape(name, 0)
@@ -414,6 +509,7 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
                 y = x.reshape(len(x), -1).mean(axis=1, keepdims=True) * np.arange(1, y_shape[1] + 1)
                 raw = y.astype(y_type).view(np.uint8).ravel()
                 gpu.memory[self._addresses[y_name]][: raw.size] = raw
+                self._report_debug_tensors(x, stream_handle)
 
             gpu.run(stream_handle, compute, gpu.compute_ms)
             if self.profiler is not None:  # a synthetic trace: gpu.layer_ms[name], cycled per execution
@@ -487,6 +583,9 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
         def get_tensor_profile_shape(self, name, profile_index):
             t = next(t for t in self._plan["inputs"] if t["name"] == name)
             return [tuple(s) for s in t["profile"]]
+
+        def is_debug_tensor(self, name):
+            return name in self._plan.get("debug", [])
 
         def create_execution_context(self, strategy=None):
             return IExecutionContext(self)

@@ -71,11 +71,27 @@ def _timing_cache(config, path: Path):
     return cache
 
 
-def build_serialized(trt, onnx_path: Path, options: BuildOptions, timing_cache: Path) -> bytes:
-    """Parse, configure (profile, workspace, optimization level, DETAILED verbosity, timing cache), build."""
+def mark_debug(network, names) -> list[str]:
+    """Mark the layer outputs named `names` as debug tensors (TensorRT >= 10): readable at run time through an
+    IDebugListener without becoming engine outputs, so the engine's I/O stays as built. Returns those found."""
+    wanted, marked = set(names), []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        for j in range(layer.num_outputs):
+            tensor = layer.get_output(j)
+            if tensor.name in wanted and tensor.name not in marked and network.mark_debug(tensor):
+                marked.append(tensor.name)
+    return marked
+
+
+def build_serialized(trt, onnx_path: Path, options: BuildOptions, timing_cache: Path, debug_tensors=()) -> bytes:
+    """Parse, configure (profile, workspace, optimization level, DETAILED verbosity, timing cache), build;
+    `debug_tensors` names intermediate tensors to mark as debug tensors."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = make_builder(trt, logger)
     network, _parser = parse_onnx(trt, builder, logger, Path(onnx_path))
+    if debug_tensors:
+        mark_debug(network, debug_tensors)
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)

@@ -140,6 +140,10 @@ class TensorRTRunner(Runner):
         self.stream.synchronize()
         return self.buffers.host[self.outputs[0]].astype(np.float32, copy=True)
 
+    def infer_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        self.infer(x)
+        return {name: self.buffers.host[name].astype(np.float32, copy=True) for name in self.outputs}
+
     @staticmethod
     def _graph(stream: Stream, enqueue):
         """Capture one enqueue in a CUDA graph after a plain one (keeps lazy initialisation out of the capture).
