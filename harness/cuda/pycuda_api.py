@@ -94,10 +94,10 @@ class PycudaApi(Cuda):
         return DeviceBuffer(int(allocation), int(nbytes), allocation)
 
     def h2d_async(self, dst: DeviceBuffer, src: np.ndarray, stream: Stream) -> None:
-        self.drv.memcpy_htod_async(dst.owner, src, stream.stream)
+        self.drv.memcpy_htod_async(_device(dst), src, stream.stream)
 
     def d2h_async(self, dst: np.ndarray, src: DeviceBuffer, stream: Stream) -> None:
-        self.drv.memcpy_dtoh_async(dst, src.owner, stream.stream)
+        self.drv.memcpy_dtoh_async(dst, _device(src), stream.stream)
 
     def event(self, blocking: bool = True) -> Event:
         return PycudaEvent(self.drv, blocking)
@@ -107,3 +107,8 @@ class PycudaApi(Cuda):
             self.ctx.pop()
             self.ctx.detach()
             self.ctx = None
+
+
+def _device(buffer: DeviceBuffer):
+    """pycuda takes its allocation object or a bare address (memory TensorRT owns, e.g. a debug tensor's)."""
+    return buffer.owner if buffer.owner is not None else buffer.ptr

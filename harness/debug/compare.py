@@ -327,9 +327,9 @@ def error_plot(rows: list[tuple[OutputDiff, np.ndarray, np.ndarray]], path: Path
     """|test - reference| against |reference|, one panel per output: where the error grows with magnitude
     (scale error) or sits flat (rounding noise) shows on a log-log plot."""
     from harness.fileio import atomic_write
-    from harness.report.plots import _png, _pyplot
+    from harness.report.png import png, pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(rows), figsize=(5.5 * len(rows), 4.2), squeeze=False)
     for ax, (d, r, t) in zip(axes[0], rows, strict=True):
         r64, t64 = r.astype(np.float64).ravel(), t.astype(np.float64).ravel()
@@ -342,4 +342,4 @@ def error_plot(rows: list[tuple[OutputDiff, np.ndarray, np.ndarray]], path: Path
         ax.set_ylabel(f"|error| ({labels[1]})")
         ax.set_title(f"{d.name}: SQNR {d.sqnr_db:.1f} dB, cosine {d.cosine:.4f}", fontsize=9)
         ax.grid(alpha=0.3)
-    return atomic_write(Path(path), _png(fig))
+    return atomic_write(Path(path), png(fig))

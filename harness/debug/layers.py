@@ -219,10 +219,10 @@ def largest_drop(rows: list[LayerRow]) -> LayerRow | None:
 def sqnr_plot(rows: list[LayerRow], path: Path, min_sqnr: float | None, title: str) -> Path:
     """SQNR of every matched layer along the depth of the network, with the threshold."""
     from harness.fileio import atomic_write
-    from harness.report.plots import _png, _pyplot
+    from harness.report.png import png, pyplot
 
     scored = [(i, r) for i, r in enumerate(rows) if r.sqnr_db is not None]
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(rows) + 2), 4.2))
     ax.plot([i for i, _ in scored], [min(r.sqnr_db, SQNR_CAP) for _, r in scored], "o-", ms=4)
     if min_sqnr is not None:
@@ -232,4 +232,4 @@ def sqnr_plot(rows: list[LayerRow], path: Path, min_sqnr: float | None, title: s
     ax.set_ylabel("SQNR against the float file (dB)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    return atomic_write(Path(path), _png(fig))
+    return atomic_write(Path(path), png(fig))

@@ -77,15 +77,10 @@ def summary(table: pd.DataFrame, engine_compute_ms: float | None) -> dict:
 
 def plot(table: pd.DataFrame, top: int = 20) -> bytes:
     """The slowest layers (coloured by precision) beside the share of latency per precision."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on a runner
-    import matplotlib.pyplot as plt
-
     from harness.report.charts import LAYER_COLORS
+    from harness.report.png import png, pyplot
 
+    plt = pyplot()
     colors = {**LAYER_COLORS, "Reformat": "tab:gray"}
     slow = table.nlargest(top, "mean_ms").iloc[::-1]
     by_precision = totals(table, "precision")
@@ -100,10 +95,7 @@ def plot(table: pd.DataFrame, top: int = 20) -> bytes:
     right.set_ylabel("% of the sum of layer times")
     right.set_title("by precision")
     fig.suptitle(CAVEAT, fontsize=7)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return png(fig)
 
 
 def write(table: pd.DataFrame, folder: Path, stem: str) -> dict[str, Path]:
