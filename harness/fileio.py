@@ -20,7 +20,8 @@ from harness.errors import HarnessError
 # Test hook for fault injection: HARNESS_KILL_AT='before:*.onnx' (or 'after:...') makes the process SIGKILL itself
 # when it is about to commit (or has just committed) a file whose name matches, as a kill -9 from outside would.
 KILL_AT = "HARNESS_KILL_AT"
-_TEMP = re.compile(r"\.(?P<host>.+)\.(?P<pid>\d+)\.\d+\.tmp$")  # atomic_write's <name>.<host>.<pid>.<thread>.tmp
+# atomic_write's temp files of this host: <name>.<host>.<pid>.<thread>.tmp (another host's pids mean nothing here)
+_TEMP = re.compile(rf"\.{re.escape(socket.gethostname())}\.(?P<pid>\d+)\.\d+\.tmp$")
 
 
 def _kill_point(path: Path, when: str) -> None:
@@ -111,8 +112,7 @@ def clean_stale_temps(folder: Path) -> list[Path]:
         return removed
     for entry in entries:
         match = _TEMP.search(entry.name)
-        if (match and match["host"] == socket.gethostname() and entry.is_file(follow_symlinks=False)
-                and not _alive(int(match["pid"]))):  # another host's writer may be alive: its files stay
+        if match and entry.is_file(follow_symlinks=False) and not _alive(int(match["pid"])):
             try:
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))

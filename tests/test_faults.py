@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -201,14 +202,16 @@ def test_stale_temp_files_of_dead_writers_are_removed_live_ones_kept(pristine, t
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (onnx_path,) = root.glob("onnx/*.onnx")
-    stale = [onnx_path.with_name(f"{onnx_path.name}.{dead.pid}.tmp"), root / f"x.onnx.{dead.pid}.tmp",
-             root / "calib" / f"stats-x.pt.{dead.pid}.tmp"]
-    live = root / f"y.onnx.{os.getpid()}.tmp"
-    for p in [*stale, live]:
+    host = socket.gethostname()
+    stale = [onnx_path.with_name(f"{onnx_path.name}.{host}.{dead.pid}.1.tmp"), root / f"x.onnx.{host}.{dead.pid}.1.tmp",
+             root / "calib" / f"stats-x.pt.{host}.{dead.pid}.1.tmp"]
+    live = [root / f"y.onnx.{host}.{os.getpid()}.1.tmp",
+            root / f"z.onnx.other-node.{dead.pid}.1.tmp"]  # another host's writer: its pid means nothing here
+    for p in [*stale, *live]:
         p.write_bytes(b"half a file")
     _engine(root)
     _stats(root)
-    assert not any(p.exists() for p in stale) and live.exists()
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in live)
 
 
 # --- bad inputs: non-finite numbers, a split layout without val/, files that are not regular files --------------

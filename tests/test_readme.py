@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCK = re.compile(r"(?:<!-- readme-test: skip \((?P<why>[^)]*)\) -->\n)?```bash\n(?P<body>.*?)```", re.S)
+BLOCK = re.compile(r"(?:<!-- readme-test: skip \((?P<why>[^)]*)\) -->\n[ \t]*)?```bash\n(?P<body>.*?)```", re.S)
 
 
 def _blocks():
@@ -28,16 +28,22 @@ def test_every_command_block_names_the_venv_or_is_marked():
         assert not bare, f"{param.id}: {bare[0]!r} needs .venv/bin/ to run as written"
 
 
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """One folder for every block, as a user following the README top to bottom has (a later block may use what
+    an earlier one wrote); the README's paths link to the repository, outputs stay out of it."""
+    work = tmp_path_factory.mktemp("readme")
+    for name in (".venv", "experiments"):
+        (work / name).symlink_to(ROOT / name)
+    return work
+
+
 @pytest.mark.parametrize("body, why", list(_blocks()))
-def test_readme_block_runs_as_written(body, why, tmp_path):
+def test_readme_block_runs_as_written(body, why, work):
     if why:
         pytest.skip(why)
     if not (ROOT / ".venv" / "bin" / "harness").exists():
         pytest.skip("no .venv at the repository root (the README's set-up was not run here)")
-    work = tmp_path / "repo"
-    work.mkdir()
-    for name in (".venv", "experiments"):  # the README's paths, outputs in a scratch folder instead of the repo
-        (work / name).symlink_to(ROOT / name)
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     result = subprocess.run(["bash", "-euo", "pipefail", "-c", body], cwd=work, env=env, capture_output=True,
                             text=True, timeout=600)
