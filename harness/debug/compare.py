@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from harness.errors import HarnessError
 from harness.export.onnx_export import OUTPUT_NAME
+from harness.export.verify import Checked
 from harness.models.registry import ModelSpec
 
 GOLDEN_FORMAT = "harness-golden/1"
@@ -202,7 +203,7 @@ def pair_outputs(a: Source, ref: dict[str, np.ndarray], b: Source, test: dict[st
 
 
 @dataclass
-class OutputDiff:
+class OutputDiff(Checked):
     """How far one output of the test source is from the reference's, over every element and every sample."""
 
     name: str
@@ -224,14 +225,6 @@ class OutputDiff:
     inf_ref: int
     nan_test: int
     inf_test: int
-    failures: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "passed": self.passed}
 
 
 def diff(name: str, ref: np.ndarray, test: np.ndarray, k: int = 5) -> OutputDiff:

@@ -48,8 +48,22 @@ CRITERIA = {
 }
 
 
+@dataclass(kw_only=True)
+class Checked:
+    """A result that passes when no check failed; its dict carries the verdict too (JSON sidecars, --json)."""
+
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "passed": self.passed}
+
+
 @dataclass
-class Verification:
+class Verification(Checked):
     """What the check measured (sidecar `<file>.verify.json`, the engine sidecar and the log) and its verdict."""
 
     level: str
@@ -66,14 +80,6 @@ class Verification:
     mcnemar_p: float | None = None
     quantizers_checked: int | None = None
     degenerate: str | None = None  # why the FP32 outputs cannot be scored against, when they cannot
-    failures: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "passed": self.passed}
 
     def summary(self) -> str:
         if self.level == "off":
