@@ -4,6 +4,7 @@ option and the fix, with exit code 2 (no traceback, no 'rerun with --debug')."""
 import errno
 
 import pytest
+from test_cli_errors import assert_one_line_error
 
 FACTORIES = {
     "badimport": ("import nonexistent_pkg\ndef build(): pass\n", "cannot import badimport"),
@@ -17,23 +18,17 @@ FACTORIES = {
 }
 
 
-def _one_line(result, message):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(lines) == 1 and message in lines[0], result.output
-    assert "Traceback (most recent" not in result.output and "rerun with --debug" not in lines[0], result.output
-
-
 @pytest.mark.parametrize("name", list(FACTORIES))
-def test_a_broken_user_factory_is_one_line(run_cli, tmp_path, monkeypatch, name):
+def test_a_broken_user_factory_isassert_one_line_error(run_cli, tmp_path, monkeypatch, name):
     source, message = FACTORIES[name]
     (tmp_path / f"{name}.py").write_text(source)
     monkeypatch.syspath_prepend(str(tmp_path))
-    _one_line(run_cli("export", "--model", f"{name}:build", "--input-shape", "3x8x8", "-o", "x.onnx"), message)
+    result = run_cli("export", "--model", f"{name}:build", "--input-shape", "3x8x8", "-o", "x.onnx")
+    assert_one_line_error(result, message)
 
 
-def test_a_shape_the_model_does_not_take_is_one_line(run_cli):
-    _one_line(run_cli("export", "--model", "resnet18", "--input-shape", "1x32x32", "-o", "x.onnx"),
+def test_a_shape_the_model_does_not_take_isassert_one_line_error(run_cli):
+    assert_one_line_error(run_cli("export", "--model", "resnet18", "--input-shape", "1x32x32", "-o", "x.onnx"),
               "give the shape the model takes with --input-shape")
 
 
@@ -47,27 +42,27 @@ def test_a_corrupt_image_is_named(run_cli, tmp_path):
                 Image.new("L", (8, 8), i * 40).save(tmp_path / "imgs" / split / cls / f"{i}.png")
     bad = tmp_path / "imgs" / "calib" / "b" / "1.png"
     bad.write_bytes(bad.read_bytes()[:20])  # truncated
-    _one_line(run_cli("quantize", "--dataset", f"imagefolder:{tmp_path / 'imgs'}", "--calib", "max",
+    assert_one_line_error(run_cli("quantize", "--dataset", f"imagefolder:{tmp_path / 'imgs'}", "--calib", "max",
                       "--calib-batches", 1, "--calib-batch-size", 8, "-o", "q.pt"), f"{bad}: unreadable image")
 
 
-def test_a_damaged_checkpoint_is_one_line(run_cli, tmp_path):
+def test_a_damaged_checkpoint_isassert_one_line_error(run_cli, tmp_path):
     import torch
 
     assert run_cli("quantize", "--calib", "max", "--calib-batches", 1, "-o", "q.pt").exit_code == 0
     ckpt = torch.load(tmp_path / "q.pt", weights_only=False)
     del ckpt["amax"]
     torch.save(ckpt, tmp_path / "damaged.pt")
-    _one_line(run_cli("export", "--precision", "int8", "--quant", tmp_path / "damaged.pt", "-o", "x.onnx"),
+    assert_one_line_error(run_cli("export", "--precision", "int8", "--quant", tmp_path / "damaged.pt", "-o", "x.onnx"),
               "the checkpoint lacks amax")
 
 
-def test_an_output_path_that_is_a_folder_is_one_line(run_cli, tmp_path):
+def test_an_output_path_that_is_a_folder_isassert_one_line_error(run_cli, tmp_path):
     (tmp_path / "out").mkdir()
-    _one_line(run_cli("export", "-o", tmp_path / "out"), "is a directory")
+    assert_one_line_error(run_cli("export", "-o", tmp_path / "out"), "is a directory")
 
 
-def test_an_onnx_runtime_failure_is_one_line(digits_engine):
+def test_an_onnx_runtime_failure_isassert_one_line_error(digits_engine):
     import numpy as np
 
     from harness.backends.cpu import CpuRunner
@@ -84,7 +79,7 @@ def test_disk_full_names_the_file_and_the_fix(run_cli, monkeypatch, digits_engin
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr("harness.commands.pipeline.write_json", full)
-    _one_line(run_cli("eval", digits_engine.artifact, "--limit", 8, "--json", "out.json"),
+    assert_one_line_error(run_cli("eval", digits_engine.artifact, "--limit", 8, "--json", "out.json"),
               "out.json: No space left on device; free disk space there and run the command again")
 
 
@@ -93,7 +88,7 @@ def test_disk_full_names_the_file_and_the_fix(run_cli, monkeypatch, digits_engin
     (("quantize", "--skip-from", "{file}"), "--skip-from {file}: not UTF-8 text"),
     (("inspect-engine", "--layer-info", "{file}"), "--layer-info {file}: not UTF-8 text"),
 ])
-def test_a_file_that_is_not_utf8_is_one_line(run_cli, tmp_path, args, what):
+def test_a_file_that_is_not_utf8_isassert_one_line_error(run_cli, tmp_path, args, what):
     path = tmp_path / "latin1.txt"
     path.write_bytes(b"models: \xff\xfe\n")
-    _one_line(run_cli(*[a.format(file=path) for a in args]), what.format(file=path))
+    assert_one_line_error(run_cli(*[a.format(file=path) for a in args]), what.format(file=path))

@@ -53,6 +53,22 @@ class Event(ABC):
         """GPU time from this event to `end`."""
 
 
+class WrappedEvent(Event):
+    """An event object of a library that has record(its stream), synchronize() and query() (pycuda, torch); the
+    wrapped stream is `stream.stream`."""
+
+    event: object
+
+    def record(self, stream: Stream) -> None:
+        self.event.record(stream.stream)
+
+    def synchronize(self) -> None:
+        self.event.synchronize()
+
+    def query(self) -> bool:
+        return bool(self.event.query())
+
+
 class Graph(ABC):
     @abstractmethod
     def launch(self, stream: Stream) -> None: ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.cuda import Cuda, CudaError, DeviceBuffer, Event, Graph, Stream
+from harness.cuda import Cuda, CudaError, DeviceBuffer, Event, Graph, Stream, WrappedEvent
 from harness.errors import HarnessError, MissingDependency
 
 
@@ -48,18 +48,9 @@ class PycudaStream(Stream):
         return end_capture(self._cudart(), self.handle)
 
 
-class PycudaEvent(Event):
+class PycudaEvent(WrappedEvent):
     def __init__(self, drv, blocking: bool):
         self.event = drv.Event(drv.event_flags.BLOCKING_SYNC if blocking else drv.event_flags.DEFAULT)
-
-    def record(self, stream: Stream) -> None:
-        self.event.record(stream.stream)
-
-    def synchronize(self) -> None:
-        self.event.synchronize()
-
-    def query(self) -> bool:
-        return bool(self.event.query())
 
     def elapsed_ms(self, end: Event) -> float:
         return float(self.event.time_till(end.event))

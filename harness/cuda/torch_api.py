@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.cuda import Cuda, CudaError, DeviceBuffer, Event, Graph, Stream
+from harness.cuda import Cuda, CudaError, DeviceBuffer, Event, Graph, Stream, WrappedEvent
 
 
 class TorchStream(Stream):
@@ -50,18 +50,9 @@ class TorchGraph(Graph):
             self.graph.replay()
 
 
-class TorchEvent(Event):
+class TorchEvent(WrappedEvent):
     def __init__(self, torch, blocking: bool):
         self.event = torch.cuda.Event(enable_timing=True, blocking=blocking)
-
-    def record(self, stream: Stream) -> None:
-        self.event.record(stream.stream)
-
-    def synchronize(self) -> None:
-        self.event.synchronize()
-
-    def query(self) -> bool:
-        return bool(self.event.query())
 
     def elapsed_ms(self, end: Event) -> float:
         return float(self.event.elapsed_time(end.event))
