@@ -125,9 +125,10 @@ def test_a_killed_worker_is_retried_then_its_cells_become_failed_rows(cluster, t
 def test_ctrl_c_keeps_finished_rows_and_the_rerun_does_the_rest(cluster, tmp_path, engines_dir):
     """The CLI driver joins the cluster, is interrupted once a row is stored, then run again to the end."""
     path = write(tmp_path, name="interrupted", models="[digits-resnet]", executor="{}")
-    # cells long enough (1 s of timing each) that the interrupt lands while later ones are still running
-    path.write_text(path.read_text().replace("batch_sizes: [1, 2]", "batch_sizes: [1, 2, 3, 4]")
-                    .replace("duration_s: 0.05", "duration_s: 1.0"))
+    # Two work groups (fp32, fp16) that queue for the node's one timing slot: the interrupt, sent once the first
+    # group's first row is stored, always finds the second group not yet run.
+    path.write_text(path.read_text().replace("precisions: [fp32]", "precisions: [fp32, fp16]")
+                    .replace("duration_s: 0.05", "duration_s: 0.5"))
     cmd = [sys.executable, "-c", "from harness.cli import main; main()", "sweep", str(path), "--executor", "ray",
            "--address", ray.get_runtime_context().gcs_address, "--engines-dir", str(engines_dir),
            "--reports-dir", str(tmp_path / "reports")]
