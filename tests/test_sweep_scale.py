@@ -133,7 +133,10 @@ def test_ctrl_c_keeps_finished_rows_and_the_rerun_does_the_rest(cluster, tmp_pat
            "--address", ray.get_runtime_context().gcs_address, "--engines-dir", str(engines_dir),
            "--reports-dir", str(tmp_path / "reports")]
     cells = tmp_path / "reports" / "interrupted" / "cells"
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # A runner that starts the suite in the background (a non-interactive shell's `&`) leaves SIGINT ignored, and
+    # children inherit that: give the driver the default disposition a user's terminal gives it.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not list(cells.glob("*.json")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
