@@ -173,3 +173,15 @@ def test_interleaved_timing_alternates_the_cells_of_a_batch_and_still_fails_a_br
     ok = table[table["status"] == "ok"]
     assert sorted(ok["precision"]) == ["fp16", "fp32"] and (ok["repeats"] >= 3).all()
     assert (table[table["status"] == "failed"]["failed_stage"] == "calibrate+export").all()
+
+
+def test_a_finished_sweep_answers_without_loading_torch(tiny_experiment, engines_dir):
+    """The warm re-run the README promises in under a second: no torch, ONNX Runtime or backend import."""
+    path = tiny_experiment()
+    cmd = [sys.executable, "-c", "from harness.cli import main; main()", "sweep", str(path),
+           "--engines-dir", str(engines_dir), "--no-fail-on-error"]
+    subprocess.run(cmd, capture_output=True, timeout=600, check=True)
+    probe = ("import sys; from harness.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in ('torch', 'onnxruntime', 'harness.sweep.runner') if m in sys.modules))")
+    again = subprocess.run([sys.executable, "-c", probe, *cmd[3:]], capture_output=True, text=True, timeout=120)
+    assert "is up to date" in again.stdout and again.stdout.strip().endswith("[]"), again.stdout + again.stderr

@@ -37,7 +37,8 @@ def sweep(experiment_file, shard, executor, address, dry_run, retry_failed, fail
     from harness.sweep.matrix import shard as shard_cells
     from harness.sweep.store import ResultStore
 
-    run_on = make_executor(executor, address)
+    if address and executor != "ray":  # checked before anything runs, even on a finished sweep
+        make_executor(executor, address)
     exp = load_experiment(experiment_file)
     matrix = expand(exp)
     check_baseline(exp, matrix)
@@ -54,6 +55,7 @@ def sweep(experiment_file, shard, executor, address, dry_run, retry_failed, fail
         return
     from harness.sweep.runner import Workspace, run_sweep
 
+    run_on = make_executor(executor, address)
     ws = Workspace(exp, engines_dir, store, log=lambda m: click.echo(m, err=True))
     if dry_run:
         _print_plan(ws, cells, retry_failed)

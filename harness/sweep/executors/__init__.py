@@ -12,8 +12,6 @@ EXECUTORS = ("local", "ray", "slurm")
 
 
 def make_executor(name: str, address: str | None = None):
-    from harness.sweep.runner import run_local
-
     if address and name != "ray":
         raise HarnessError("--address is the Ray cluster's address: use it with --executor ray")
     if name == "ray":
@@ -24,4 +22,6 @@ def make_executor(name: str, address: str | None = None):
         from harness.sweep.executors.slurm import slurm_executor
 
         return slurm_executor()
+    from harness.sweep.runner import run_local  # torch and ONNX Runtime: only once there is work to run
+
     return run_local
