@@ -15,6 +15,9 @@ nearly the same logits for every image (top-1 agreement would be trivially 100 %
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +29,7 @@ from torch import nn
 
 from harness.data.datasets import resolve_dataset
 from harness.export.onnx_export import run_onnx
-from harness.export.variants import export_variant
+from harness.export.variants import verify_sidecar
 from harness.measure.accuracy import sqnr_db
 from harness.models.registry import load_model, resolve_model
 from harness.quantize.config import QuantConfig
@@ -51,16 +54,33 @@ def realistic_weights(name: str, folder: Path, layer_scale: float = LAYER_SCALE)
     return path
 
 
+def export_cli(name: str, weights: Path, cfg: QuantConfig, out: Path) -> list[str]:
+    """The `harness export` command line a user would type for this row."""
+    cmd = ["harness", "export", "--model", name, "--weights", str(weights), "--precision", "int8", "--mode", cfg.mode,
+           "--dataset", cfg.dataset, "--calib", cfg.calib, "--calib-batches", str(cfg.calib_batches),
+           "--calib-batch-size", str(cfg.calib_batch_size), "-o", str(out)]
+    return cmd + (["--quantize-attention-matmul"] if cfg.quantize_attention_matmul else [])
+
+
 def row(spec, cfg: QuantConfig, x: np.ndarray, reference: np.ndarray, folder: Path) -> dict:
+    """Export through the CLI (its own export check on 32 images: the file's SQNR and fake-quant's), then score
+    the kept file on `x` with the CPU reference (ONNX Runtime, the file as written)."""
+    out = folder / f"{spec.name}-{cfg.mode}-{int(cfg.quantize_attention_matmul)}.onnx"
+    cmd = export_cli(spec.name, Path(spec.weights), cfg, out)
     start = time.perf_counter()
-    out = export_variant(spec, "int8", folder / f"{spec.name}-{cfg.mode}.onnx", cfg.to_dict(), folder / "calib")
+    done = subprocess.run([str(Path(sys.executable).with_name("harness")), *cmd[1:]], capture_output=True,
+                          text=True, cwd=folder)  # its calibration cache: folder/engines/calib
     seconds = time.perf_counter() - start
+    if done.returncode:
+        return {"command": " ".join(cmd), "failed": (done.stderr or done.stdout).strip().splitlines()[-1]}
+    kept = json.loads(verify_sidecar(out).read_text())
     proto = onnx.load(str(out))
     report = check(proto)
     got = np.concatenate([run_onnx(proto.SerializeToString(), x[i:i + 16]) for i in range(0, len(x), 16)])
     weighted = len(report.weighted_quantized) + len(report.weighted_float)
     matmuls = len(report.matmul_quantized) + len(report.matmul_float)
-    return {"sqnr": sqnr_db(reference, got), "agree": 100.0 * float(np.mean(got.argmax(1) == reference.argmax(1))),
+    return {"command": " ".join(cmd), "file_sqnr": kept["sqnr_db"], "fq_sqnr": kept["fake_quant_sqnr_db"],
+            "sqnr": sqnr_db(reference, got), "agree": 100.0 * float(np.mean(got.argmax(1) == reference.argmax(1))),
             "int8": f"{len(report.weighted_quantized)} / {weighted}",
             "matmul": f"{len(report.matmul_quantized)} / {matmuls}",
             "verdict": "clean" if not report.hazard_count else f"{report.hazard_count} hazards", "seconds": seconds}
@@ -77,10 +97,12 @@ def main() -> None:
                     help="ConvNeXt layer scales to measure (torchvision initialises it to 1e-6)")
     args = ap.parse_args()
     print(f"calibration {args.calib_batches} x {args.calib_batch_size} synthetic images, --calib {args.calib}; "
-          f"{args.samples} evaluation images; SQNR and agreement of the ONNX Runtime run against FP32 PyTorch")
-    print("| model | mode | SQNR dB | top-1 agreement % | INT8 weighted nodes / all | attention MatMuls INT8 | "
-          "inspect --strict | calibration + export s |")
-    print("|---|---|---|---|---|---|---|---|")
+          "export check (harness export's own, 32 images): the file's SQNR against FP32 and fake-quant's; then the "
+          f"kept file on {args.samples} evaluation images (ONNX Runtime, as written) against FP32 PyTorch")
+    print("| model | mode | export check: file / fake-quant SQNR dB | SQNR dB | top-1 agreement % | "
+          "INT8 weighted nodes / all | attention MatMuls INT8 | inspect --strict | calibration + export s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    commands = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         runs = [(name, scale) for name in args.models
@@ -94,7 +116,7 @@ def main() -> None:
                                             for i in range(0, len(x), 16)])
             spread = float(reference.std(0).mean() / reference.std(1).mean())
             label = f"{name} (layer scale {scale:g})" if name.startswith("convnext") else name
-            print(f"| {label} | fp32 | | | | | | (logits: std across images / std across classes {spread:.2f}) |")
+            print(f"| {label} | fp32 | | | | | | | (logits: std across images / std across classes {spread:.2f}) |")
             variants = [("naive", {}), ("selective", {})]
             if not name.startswith("convnext"):
                 variants.append(("selective", {"quantize_attention_matmul": True}))
@@ -102,9 +124,17 @@ def main() -> None:
                 cfg = QuantConfig(mode=mode, calib=args.calib, dataset="synthetic", calib_batches=args.calib_batches,
                                   calib_batch_size=args.calib_batch_size, **extra)
                 r = row(spec, cfg, x, reference, folder)
+                commands.append(r["command"])
                 variant = mode + (" + attention MatMuls" if extra else "")
-                print(f"| {label} | {variant} | {r['sqnr']:.1f} | {r['agree']:.1f} | {r['int8']} | {r['matmul']} | "
-                      f"{r['verdict']} | {r['seconds']:.0f} |", flush=True)
+                if "failed" in r:
+                    print(f"| {label} | {variant} | not kept: {r['failed']} | | | | | | |", flush=True)
+                    continue
+                print(f"| {label} | {variant} | {r['file_sqnr']:.1f} / {r['fq_sqnr']:.1f} | {r['sqnr']:.1f} | "
+                      f"{r['agree']:.1f} | {r['int8']} | {r['matmul']} | {r['verdict']} | {r['seconds']:.0f} |",
+                      flush=True)
+    print("\ncommands (weights: the seeded torchvision ones with the fixes above, written by this script):")
+    for cmd in commands:
+        print(f"  {cmd}")
 
 
 if __name__ == "__main__":

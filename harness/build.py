@@ -12,6 +12,7 @@ from pathlib import Path
 from harness import __version__, cache_integrity
 from harness.backends.base import BuildOptions, Runner, get_backend
 from harness.errors import HarnessError
+from harness.export import EXPORT_REVISION
 from harness.fileio import atomic_write, clean_stale_temps, locked, sha256_file
 from harness.models.registry import ModelSpec
 
@@ -96,7 +97,7 @@ def onnx_cache_path(spec: ModelSpec, precision: str, engines_dir: Path, quant: d
     """
     weights_sha = sha256_file(Path(spec.weights)) if spec.weights else None
     request = {"model": spec.to_dict(), "weights": weights_sha, "precision": precision, "quant": quant,
-               "versions": {**library_versions(), **quantizer_versions(quant)}}
+               "versions": {**library_versions(), **quantizer_versions(quant)}, "export": EXPORT_REVISION}
     if verify != "strict":
         request["verify"] = verify
     key = sha256_json(request)[:16]

@@ -152,7 +152,8 @@ def test_another_calibration_of_the_same_model_is_refused(digits_int8, tmp_path)
 
 def test_outputs_of_another_file_are_refused_even_when_loose(digits_int8, monkeypatch, tmp_path):
     spec = resolve_model("digits-resnet")
-    monkeypatch.setattr("harness.export.onnx_export.run_onnx", lambda m, x: np.zeros((len(x), 10), np.float32))
+    monkeypatch.setattr("harness.export.onnx_export.run_onnx_outputs",
+                        lambda m, x: [np.zeros((len(x), 10), np.float32)])
     for precision, quant in (("fp32", None), ("fp16", None), ("int8", QUANT)):
         out = tmp_path / f"{precision}.onnx"
         with pytest.raises(HarnessError, match="failed the loose export check.*not kept"):
@@ -161,7 +162,8 @@ def test_outputs_of_another_file_are_refused_even_when_loose(digits_int8, monkey
 
 
 def test_verify_off_keeps_the_file_unchecked(monkeypatch, tmp_path, run_cli):
-    monkeypatch.setattr("harness.export.onnx_export.run_onnx", lambda m, x: pytest.fail("--verify off runs nothing"))
+    monkeypatch.setattr("harness.export.onnx_export.run_onnx_outputs",
+                        lambda m, x: pytest.fail("--verify off runs nothing"))
     result = run_cli("export", "--precision", "fp16", "--verify", "off", "-o", tmp_path / "h.onnx")
     assert result.exit_code == 0 and "not checked" in result.output
     assert json.loads(verify_sidecar(tmp_path / "h.onnx").read_text())["level"] == "off"
@@ -213,17 +215,41 @@ def build():
 """
 
 
-def test_degenerate_outputs_are_flagged_at_export_and_in_eval(run_cli, tmp_path, monkeypatch):
+@pytest.mark.degenerate
+def test_a_constant_head_does_not_blind_the_check_it_judges_the_features(run_cli, tmp_path, monkeypatch):
     (tmp_path / "constmodel.py").write_text(CONSTANT_MODEL)
     monkeypatch.syspath_prepend(str(tmp_path))
     model = ("--model", "constmodel:build", "--input-shape", "3x16x16")
     result = run_cli("export", *model, "-o", tmp_path / "c.onnx")
     assert result.exit_code == 0, result.output
-    assert "degenerate (the outputs do not depend on the input" in result.output
-    assert json.loads(verify_sidecar(tmp_path / "c.onnx").read_text())["degenerate"]
+    assert "judged on" in result.output and "features before the head" in result.output
+    kept = json.loads(verify_sidecar(tmp_path / "c.onnx").read_text())
+    assert kept["degenerate"] is None and kept["judged_on"] and kept["sqnr_db"] > 60  # scored, on live features
     engine = run_cli("build-engine", *model).stdout.strip()  # the path alone on stdout
     result = run_cli("eval", engine, "--limit", "64", "--json", tmp_path / "e.json")
     assert result.exit_code == 0, result.output
     assert "outputs are degenerate" in result.output and "not scored" in result.output
     scored = json.loads((tmp_path / "e.json").read_text())
     assert scored["reference_degenerate"] and scored["sqnr_db"] is None and scored["top1_agreement"] is None
+
+
+@pytest.mark.degenerate
+def test_a_wrong_file_behind_a_constant_head_is_refused(tmp_path, monkeypatch):
+    """The head hides everything before it (its weights are 0): only the features can show the file is wrong."""
+    (tmp_path / "constmodel.py").write_text(CONSTANT_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = resolve_model("constmodel:build", input_shape="3x16x16")
+    good = onnx.load(export_variant(spec, "fp32", tmp_path / "c.onnx"))
+    bad = _copy(good)
+    conv = next(t for t in bad.graph.initializer if len(t.dims) == 4)
+    _set_const(bad, conv.name, numpy_helper.to_array(conv) * 1.5)  # one convolution's weights x1.5
+    from harness.export.variants import head_features
+
+    x, _ = resolve_dataset("synthetic", spec).take("val", 32)
+    float_model = load_model(spec)
+    with torch.no_grad():
+        fp32 = float_model(torch.from_numpy(x)).numpy()
+    features = head_features(bad, float_model, None, x)
+    verdict = check_file("fp32", bad, x, fp32, "strict", features=features)
+    assert not verdict.passed and "SQNR" in verdict.failures[0] and verdict.judged_on
+    assert check_file("fp32", good, x, fp32, "strict", features=head_features(good, float_model, None, x)).passed

@@ -14,7 +14,7 @@ import pytest
 
 from harness.report.merge import COLUMNS
 
-ENV_COLUMNS = ["env_host", "env_cpu", "env_gpu", "env_driver", "env_cuda", "env_tensorrt", "env_torch",
+ENV_COLUMNS = ["env_host", "env_cpu", "env_cpu_isa", "env_gpu", "env_driver", "env_cuda", "env_tensorrt", "env_torch",
                "env_onnxruntime", "env_harness", "env_git_commit"]
 
 

@@ -14,7 +14,7 @@ WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 
 def test_workflows_pass_the_github_workflow_schema():
     pytest.importorskip("check_jsonschema", reason="check-jsonschema not installed: pip install -e '.[dev]'")
-    assert [p.name for p in WORKFLOWS] == ["ci.yml", "gpu-sweep.yml"]
+    assert [p.name for p in WORKFLOWS] == ["ci.yml", "drift.yml", "gpu-sweep.yml"]
     out = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
                           *map(str, WORKFLOWS)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -50,3 +50,40 @@ def test_slurm_script_is_valid_bash_running_an_auto_shard_per_array_task():
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     text = script.read_text()
     assert re.search(r"^#SBATCH --array=0-\d+$", text, re.M) and "--shard auto" in text
+
+
+def _install_line(text: str) -> str:
+    return next(line.strip() for line in text.splitlines() if "pip install" in line and ".[dev]" in line)
+
+
+def test_ci_and_the_readme_install_the_versions_ci_tested():
+    """One install line in README and .ci/run, constrained by constraints.txt, which pins every dependency."""
+    from packaging.requirements import Requirement
+
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads pyproject.toml")
+
+    ci = _install_line((ROOT / ".ci/run").read_text())
+    assert "-c constraints.txt" in ci and ci.replace("-q ", "") == _install_line((ROOT / "README.md").read_text())
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[name.lower().replace("_", "-")] = version
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *(r for extra in ("dev", "modelopt", "ray", "slurm")
+                                          for r in project["optional-dependencies"][extra])]
+    for text in wanted:
+        req = Requirement(text)
+        if req.name == "harness":
+            continue
+        name = req.name.lower().replace("_", "-")
+        assert name in pins, f"{name} is not pinned in constraints.txt: run nox -s lock"
+        assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} is outside {req}"
+
+
+def test_the_drift_workflow_runs_the_suite_on_the_newest_allowed_versions():
+    drift = yaml.safe_load((ROOT / ".github/workflows/drift.yml").read_text())
+    runs = " ".join(s.get("run", "") for s in drift["jobs"]["newest"]["steps"])
+    assert "nox -s drift" in runs and drift[True]["schedule"]  # yaml reads the key `on` as True
+    noxfile = (ROOT / "noxfile.py").read_text()
+    assert "def drift(" in noxfile and "def lock(" in noxfile

@@ -1,4 +1,14 @@
-"""CPU reference backend: ONNX Runtime's CPU execution provider runs the same ONNX TensorRT would."""
+"""CPU reference backend: ONNX Runtime's CPU execution provider runs the same ONNX TensorRT would.
+
+Two ways to run one file, kept apart on purpose:
+- as written (`infer`, `infer_all`, every accuracy figure): every float fusion on, but Q/DQ executed as the graph
+  says. ONNX Runtime otherwise fuses `Q -> DQ -> MatMul` into integer kernels (MatMulIntegerToFloat, QLinear*)
+  whose results depend on the CPU: on x86 without VNNI its 8-bit kernels saturate, and a ViT's file reads 15 dB
+  instead of 32 dB. A reference must give the same answer on every CPU.
+- deployed (`time`): what a user deploying the file on ONNX Runtime gets, Q/DQ fusions included. Its outputs are
+  checked against the as-written run (harness.measure.evaluate.check_deployed), so a fast-but-wrong kernel is
+  reported, not hidden.
+"""
 
 from __future__ import annotations
 
@@ -13,44 +23,99 @@ from harness.errors import HarnessError
 # ONNX Runtime's errors only: its graph optimizer warns, once per session and node, about work it skips on the CPU
 # (e.g. it cannot constant-fold the FP16 bias scales of ModelOpt's int8-fp16 files), which says nothing about the file.
 QUIET = 3
+AS_WRITTEN = "as written (ORT_ENABLE_ALL, Q/DQ not fused)"
+DEPLOYED = "deployed (ORT_ENABLE_ALL, Q/DQ fused into integer kernels)"
+
+
+def session_options(as_written: bool = True, threads: int = 0):
+    """ONNX Runtime session options; `as_written` keeps every QuantizeLinear/DequantizeLinear as the graph has it."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = threads
+    so.log_severity_level = QUIET
+    if as_written:
+        so.add_session_config_entry("session.disable_quant_qdq", "1")  # no Q/DQ -> integer-kernel fusion
+        so.add_session_config_entry("session.disable_double_qdq_remover", "1")  # Q/DQ pairs stay as written
+    return so
+
+
+def open_session(model: str | bytes | Path, so):
+    import onnxruntime as ort
+
+    src = str(model) if isinstance(model, Path) else model
+    try:
+        return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own exception types
+        where = model if isinstance(model, (str, Path)) else "the ONNX"
+        raise HarnessError(f"ONNX Runtime cannot load {where}: {str(exc).splitlines()[0]}") from exc
+
+
+def reference_session(model: str | bytes | Path):
+    """A session that computes the file as written: for every accuracy figure harness reports."""
+    return open_session(model, session_options(as_written=True))
 
 
 class CpuRunner(Runner):
-    def __init__(self, artifact: Path, threads: int = 0):
-        import onnxruntime as ort
+    """`qdq`: the file holds Q/DQ, so the deployed session (timing) differs from the as-written one (accuracy)."""
 
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads = threads
-        so.log_severity_level = QUIET
-        self.artifact = artifact
-        try:
-            self.session = ort.InferenceSession(str(artifact), so, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises its own exception types
-            raise HarnessError(f"ONNX Runtime cannot load {artifact}: {str(exc).splitlines()[0]}") from exc
+    def __init__(self, artifact: Path, threads: int = 0, qdq: bool = False):
+        self.artifact, self.threads, self.qdq = artifact, threads, qdq
+        self.session = open_session(artifact, session_options(as_written=True, threads=threads))
+        self._deployed = None if qdq else self.session
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
         self.output_names = [o.name for o in self.session.get_outputs()]
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
+    @property
+    def deployed(self):
+        """The session a user deploying on ONNX Runtime gets: opened when first timed."""
+        if self._deployed is None:
+            self._deployed = open_session(self.artifact, session_options(as_written=False, threads=self.threads))
+        return self._deployed
+
+    @property
+    def timed_graph(self) -> str:
+        return DEPLOYED if self.qdq else AS_WRITTEN
+
+    def _run(self, session, names: list[str], x: np.ndarray) -> list[np.ndarray]:
         try:
-            out = self.session.run(self.output_names[:1], {self.input_name: x.astype(self.input_dtype, copy=False)})
+            outs = session.run(names, {self.input_name: x.astype(self.input_dtype, copy=False)})
         except Exception as exc:  # ORT's errors span lines ("... index: 1 Got: 1 Expected: 3\n Please fix ...")
             shape = "x".join(map(str, x.shape))
             raise HarnessError(f"ONNX Runtime cannot run {self.artifact} on a {shape} input: "
                                f"{' '.join(line.strip() for line in str(exc).splitlines() if line.strip())}") from exc
-        return out[0].astype(np.float32, copy=False)
+        return [out.astype(np.float32, copy=False) for out in outs]
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return self._run(self.session, self.output_names[:1], x)[0]
 
     def infer_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        outs = self.session.run(self.output_names, {self.input_name: x.astype(self.input_dtype, copy=False)})
-        return {name: out.astype(np.float32, copy=False) for name, out in zip(self.output_names, outs, strict=True)}
+        return dict(zip(self.output_names, self._run(self.session, self.output_names, x), strict=True))
 
     def time(self, x: np.ndarray, warmup_s: float, iterations: int, duration_s: float, **opts) -> Timing:
-        self.infer(x)  # a file that does not fit the input fails here in one line, not in the timed loop
-        run, names, feed = self.session.run, self.output_names[:1], {self.input_name: x.astype(self.input_dtype)}
+        self._run(self.deployed, self.output_names[:1], x)  # a file that does not fit fails here in one line
+        run, names, feed = self.deployed.run, self.output_names[:1], {self.input_name: x.astype(self.input_dtype)}
         lat, wall = timed_loop(lambda: run(names, feed), warmup_s, iterations, duration_s)
-        return Timing(lat, wall, len(x), includes="host latency of session.run (input in host memory)")
+        return Timing(lat, wall, len(x), includes=f"host latency of session.run (input in host memory); "
+                                                  f"graph {self.timed_graph}")
+
+    def deployed_runner(self) -> Runner | None:
+        """The timed session as a Runner, for checking its outputs; None when it is the as-written one."""
+        return _Deployed(self) if self.qdq else None
+
+
+class _Deployed(Runner):
+    def __init__(self, runner: CpuRunner):
+        self.runner = runner
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return self.runner._run(self.runner.deployed, self.runner.output_names[:1], x)[0]
+
+    def time(self, *args, **kwargs) -> Timing:
+        return self.runner.time(*args, **kwargs)
 
 
 class CpuBackend(Backend):
@@ -76,4 +141,4 @@ class CpuBackend(Backend):
         CpuRunner(artifact, self.threads)
 
     def load(self, artifact: Path, options: BuildOptions) -> Runner:
-        return CpuRunner(artifact, self.threads)
+        return CpuRunner(artifact, self.threads, qdq=options.precision.startswith("int8"))

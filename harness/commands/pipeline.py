@@ -24,10 +24,11 @@ from harness.commands.common import (
 )
 from harness.data.datasets import SyntheticDataset, dataset_names, resolve_dataset
 from harness.errors import HarnessError
-from harness.measure.evaluate import evaluate
+from harness.measure.evaluate import check_deployed, evaluate, reference_outputs
 from harness.measure.gpu_state import GpuMonitor
 from harness.measure.latency import CV_WARN, latency_stats
 from harness.models.registry import BUNDLED_WEIGHTS, parse_shape, resolve_model
+from harness.sweep.environment import cpu_isa
 
 
 @click.command()
@@ -189,7 +190,8 @@ def bench(engine, batch, shape, warmup, iterations, duration, cv_warn, cuda_grap
         click.echo(f"warning: {warning}", err=True)
     out = json_out or Path("reports") / "bench" / f"{Path(meta.artifact).stem}-{'x'.join(map(str, dims))}.json"
     write_json(out, {"engine": meta.artifact, "backend": meta.backend, "precision": meta.precision,
-                     "cuda_binding": getattr(runner, "cuda_binding", None), "shape": list(dims), **stats.to_dict(),
+                     "cuda_binding": getattr(runner, "cuda_binding", None), "cpu_isa": cpu_isa(),
+                     "shape": list(dims), **stats.to_dict(),
                      **state})
     click.echo(f"wrote {out}")
 
@@ -226,11 +228,16 @@ def eval_cmd(engine, dataset, split, batch, limit, json_out, cuda_binding):
     data = resolve_dataset(dataset, meta.spec)
     size = batch or meta.batch[2]
     check_input_shape(meta, (size, *meta.input_shape), "--batch")
-    result = evaluate(runner, data, split, (meta.batch[0], size), limit)
+    reference = reference_outputs(data, split, size, limit)
+    result = evaluate(runner, data, split, (meta.batch[0], size), limit, reference)
+    deployed = check_deployed(runner, data, split, (meta.batch[0], size), limit, reference, result)
     rows = [("samples", result.samples), ("top1 %", result.top1), ("top5 %", result.top5),
             ("fp32 torch top1 %", result.reference_top1), ("top1 change vs fp32 (points)", result.top1_delta),
             ("top1 agreement with fp32 torch %", result.top1_agreement),
             ("max abs error vs fp32 torch", result.max_abs_error), ("SQNR vs fp32 torch dB", result.sqnr_db)]
+    if deployed:  # the file as written above; ONNX Runtime's fused integer kernels (what bench times) here
+        rows += [("deployed run: SQNR vs fp32 torch dB", deployed.deployed_sqnr_db),
+                 ("deployed run: top1 agreement %", deployed.deployed_top1_agreement_pct)]
     print_table(rows, f"{Path(meta.artifact).name} ({_ran_on(meta, runner)}) on {dataset}/{split}"
                 + ("" if data.has_labels else " (no labels: accuracy not applicable)"))
     if result.labels_unusable:
@@ -239,8 +246,10 @@ def eval_cmd(engine, dataset, split, batch, limit, json_out, cuda_binding):
     if result.reference_degenerate:
         click.echo(f"warning: the FP32 reference's outputs are degenerate ({result.reference_degenerate}): agreement, "
                    "max abs error and SQNR are not scored; load trained weights with --weights", err=True)
+    if deployed and deployed.warning():
+        click.echo(f"warning: {deployed.warning()}", err=True)
     out = json_out or Path("reports") / "eval" / f"{Path(meta.artifact).stem}.json"
     write_json(out, {"engine": meta.artifact, "precision": meta.precision, "quant": meta.quant, "dataset": dataset,
-                     "cuda_binding": getattr(runner, "cuda_binding", None),
-                     "split": split, **result.to_dict()})
+                     "cuda_binding": getattr(runner, "cuda_binding", None), "cpu_isa": cpu_isa(),
+                     "split": split, **result.to_dict(), **(deployed.columns() if deployed else {})})
     click.echo(f"wrote {out}")

@@ -9,14 +9,14 @@ the same operator; what has no counterpart is listed as such.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from harness.quantize.onnx_graph import DEQUANTIZE, QUANTIZE, Graph
+from harness.quantize.onnx_graph import DEQUANTIZE, QUANTIZE, Graph, with_outputs
 
 PASS_THROUGH = {QUANTIZE, DEQUANTIZE, "Constant", "Identity", "Shape", "Cast"}  # they move or re-encode values
 FOLDED = "BatchNormalization"  # a Conv/Gemm's own BatchNorm, folded into it by some exports
@@ -133,24 +133,6 @@ class _Sums:
     def cosine(self) -> float:
         norm = float(np.sqrt(self.ref2 * self.test2))
         return self.dot / norm if norm > 0 else (1.0 if self.noise2 == 0 else 0.0)
-
-
-def with_outputs(model: onnx.ModelProto, tensors: Iterable[str]) -> onnx.ModelProto:
-    """A copy whose graph outputs also include `tensors` (typed by shape inference, float where it cannot tell)."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    present = {o.name for o in copy.graph.output}
-    try:
-        inferred = onnx.shape_inference.infer_shapes(copy)
-        types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
-    except Exception:  # shape inference gives up on some custom graphs; ORT still runs them typed as float
-        types = {}
-    for name in tensors:
-        if name not in present:
-            copy.graph.output.append(onnx.helper.make_tensor_value_info(
-                name, types.get(name, onnx.TensorProto.FLOAT), None))
-            present.add(name)
-    return copy
 
 
 def onnx_tensors(model: onnx.ModelProto, tensors: list[str]) -> Callable[[np.ndarray], dict[str, np.ndarray]]:

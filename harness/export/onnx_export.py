@@ -78,13 +78,9 @@ def run_onnx(model: bytes | str | Path, x: np.ndarray) -> np.ndarray:
 
 
 def run_onnx_outputs(model: bytes | str | Path | onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
-    import onnxruntime as ort
+    """The file's outputs, computed as written (harness.backends.cpu.reference_session), on any CPU."""
+    from harness.backends.cpu import reference_session
 
-    from harness.backends.cpu import QUIET
-
-    src = str(model) if isinstance(model, Path) else model
-    src = src.SerializeToString() if isinstance(src, onnx.ModelProto) else src
-    so = ort.SessionOptions()
-    so.log_severity_level = QUIET
-    sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+    src = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    sess = reference_session(src)
     return sess.run(None, {sess.get_inputs()[0].name: x})

@@ -9,9 +9,11 @@ per-channel weights on the output-channel axis) at QDQ_OPSET. int8-fp16: that gr
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 
@@ -22,6 +24,7 @@ from harness.export.onnx_export import OPSET, trace_onnx
 from harness.export.precision import FP16_QDQ_OPSET, to_fp16
 from harness.export.verify import LEVELS, PLACEMENT_SAMPLES, SAMPLES, Verification, check_file
 from harness.fileio import atomic_write
+from harness.measure.accuracy import degenerate_outputs
 from harness.models.registry import ModelSpec, load_model
 from harness.quantize.config import QuantConfig
 from harness.quantize.onnx_graph import merge_duplicate_qdq
@@ -75,8 +78,10 @@ def export_variant(spec: ModelSpec, precision: str, out: Path, quant: dict | Non
     data: Dataset = SyntheticDataset(spec)
     sample, _ = data.take("val", 2)
     quant_model = None
-    if quant is None:
-        proto = trace_onnx(float_model, sample, OPSET)
+    if quant is None:  # attention decomposed as the quantized export does, so the two files pair layer by layer
+        from harness.quantize.attention import convert_attention
+
+        proto = trace_onnx(convert_attention(copy.deepcopy(float_model)), sample, OPSET)
     elif quant.get("tool") == "modelopt":
         from harness.export.modelopt_ptq import modelopt_qdq
 
@@ -101,6 +106,9 @@ def export_variant(spec: ModelSpec, precision: str, out: Path, quant: dict | Non
         if result.degenerate:
             log(f"warning: {spec.name}'s FP32 outputs are degenerate ({result.degenerate}): accuracy against them "
                 "means nothing; load trained weights with --weights")
+        elif result.judged_on:
+            log(f"warning: {spec.name}'s FP32 outputs carry no signal, so the file was judged on "
+                f"{result.judged_on}; load trained weights with --weights")
     if not result.passed:
         raise HarnessError(f"the {precision} ONNX of {spec.name} failed the {verify} export check: "
                            f"{result.failures[0]}; the file was not kept (please report it; --verify loose or off "
@@ -131,7 +139,43 @@ def _verified(precision, proto, float_model, quant_model, data: Dataset, samples
         from harness.quantize.modules import run_recording_quantizers
 
         fake_quant = run_recording_quantizers(quant_model, x, PLACEMENT_SAMPLES)
-    return check_file(precision, proto, x, fp32, level, fake_quant, inputs=data.name)
+    features = head_features(proto, float_model, quant_model, x) if degenerate_outputs(fp32) else None
+    return check_file(precision, proto, x, fp32, level, fake_quant, inputs=data.name, features=features)
+
+
+def head_features(proto: onnx.ModelProto, float_model, quant_model, x) -> tuple | None:
+    """(the file's tensor before its head, FP32's and fake-quant's values of it): what the export check judges
+    when a zero or constant head leaves the outputs without signal. The head is the last Linear/Conv called."""
+    from harness.quantize.modules import fb_fake_quant
+    from harness.quantize.onnx_graph import head_input
+
+    name = head_input(proto)
+    if name is None:
+        return None
+    fp32 = last_layer_input(float_model, x)
+    fake_quant = None
+    if quant_model is not None:
+        with fb_fake_quant():
+            fake_quant = last_layer_input(quant_model, x)
+    return None if fp32 is None else (name, fp32, fake_quant)
+
+
+def last_layer_input(model: torch.nn.Module, x) -> np.ndarray | None:
+    """What the last Linear or convolution called in a forward pass on `x` reads."""
+    seen = {}
+
+    def keep(_module, inputs, _output):
+        seen["x"] = inputs[0]
+
+    weighted = (torch.nn.Linear, torch.nn.modules.conv._ConvNd)
+    hooks = [m.register_forward_hook(keep) for m in model.modules() if isinstance(m, weighted)]
+    try:
+        with torch.no_grad():
+            model(torch.from_numpy(x))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen["x"].float().numpy() if "x" in seen else None
 
 
 def _checked_qdq(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -80,12 +80,18 @@ class Verification(Checked):
     mcnemar_p: float | None = None
     quantizers_checked: int | None = None
     degenerate: str | None = None  # why the FP32 outputs cannot be scored against, when they cannot
+    judged_on: str | None = None  # the tensor judged instead of the outputs, when they are degenerate
 
     def summary(self) -> str:
         if self.level == "off":
             return "not verified (--verify off)"
         if self.degenerate:
             head = f"not scored: the FP32 model's outputs are degenerate ({self.degenerate})"
+        elif self.judged_on:
+            head = f"judged on {self.judged_on}: against FP32 PyTorch SQNR {_db(self.sqnr_db)}"
+            if self.fake_quant_sqnr_db is not None:
+                head += (f"; PyTorch fake-quant {_db(self.fake_quant_sqnr_db)}; file against fake-quant "
+                         f"{_db(self.file_vs_fake_quant_sqnr_db)}")
         else:
             head = (f"against FP32 PyTorch: SQNR {_db(self.sqnr_db)}, top-1 agreement {_pct(self.top1_agreement_pct)}")
             if self.fake_quant_sqnr_db is not None:
@@ -196,11 +202,16 @@ def compare_placement(written: list[tuple], calls: list[tuple], rtol: float) -> 
 
 
 def check_file(precision: str, model: onnx.ModelProto, x: np.ndarray, fp32: np.ndarray, level: str = "strict",
-               fake_quant: tuple | None = None, inputs: str = "") -> Verification:
-    """Run the file on `x` (ONNX Runtime) and judge it against FP32 PyTorch's outputs `fp32` on the same inputs
-    and, for a pytorch-quantization INT8 file, against its fake-quant model: `(outputs, calls)` from
-    harness.quantize.modules.run_recording_quantizers, whose calls cover the first PLACEMENT_SAMPLES inputs."""
-    from harness.export.onnx_export import run_onnx
+               fake_quant: tuple | None = None, inputs: str = "", features: tuple | None = None) -> Verification:
+    """Run the file on `x` (ONNX Runtime, as written) and judge it against FP32 PyTorch's outputs `fp32` on the
+    same inputs and, for a pytorch-quantization INT8 file, against its fake-quant model: `(outputs, calls)` from
+    harness.quantize.modules.run_recording_quantizers, whose calls cover the first PLACEMENT_SAMPLES inputs.
+
+    `features`: (the file's tensor before the head, FP32's value of it, fake-quant's or None). When FP32's outputs
+    carry no signal (a zero or constant head), the file is judged on these instead, so a degenerate head cannot
+    blind the check."""
+    from harness.export.onnx_export import run_onnx_outputs
+    from harness.quantize.onnx_graph import with_outputs
 
     if level not in LEVELS:
         raise HarnessError(f"--verify {level!r} is unknown: use one of {', '.join(LEVELS)}")
@@ -208,13 +219,25 @@ def check_file(precision: str, model: onnx.ModelProto, x: np.ndarray, fp32: np.n
     if level == "off":
         return v
     crit = CRITERIA[level]
-    got = run_onnx(model.SerializeToString(), x).astype(np.float32)
+    degenerate = degenerate_outputs(fp32)
+    usable = features is not None and degenerate is not None and degenerate_outputs(_rows(features[1])) is None
+    runs = run_onnx_outputs(with_outputs(model, [features[0]]) if usable else model, x)
+    got = runs[0].astype(np.float32)
     if got.shape != fp32.shape:
         v.failures.append(f"output shape {got.shape} differs from PyTorch's {fp32.shape}")
         return v
     if not np.all(np.isfinite(got)):
         v.failures.append(f"{int(np.sum(~np.isfinite(got)))} outputs are NaN or Inf")
-    v.degenerate = degenerate_outputs(fp32)
+    fq = None if fake_quant is None else fake_quant[0]
+    if usable:
+        tensor = runs[-1].astype(np.float32)
+        if tensor.shape != features[1].shape:
+            usable = False
+        else:
+            v.judged_on = f"{features[0]} (the features before the head; the outputs are degenerate: {degenerate})"
+            fp32, got = _rows(features[1]), _rows(tensor)
+            fq = None if features[2] is None else _rows(features[2])
+    v.degenerate = None if usable else degenerate
     if precision.startswith("int8") and fake_quant is not None and crit.placement:
         written = file_quantizers(model, x[:PLACEMENT_SAMPLES])
         v.quantizers_checked = len(written)
@@ -223,8 +246,9 @@ def check_file(precision: str, model: onnx.ModelProto, x: np.ndarray, fp32: np.n
             v.failures.append(why)
     if v.degenerate or not v.passed:
         return v
+    classes = not usable  # features have no classes: top-1 agreement and McNemar do not apply
     v.sqnr_db = sqnr_db(fp32, got)
-    v.top1_agreement_pct = _agreement(got, fp32)
+    v.top1_agreement_pct = _agreement(got, fp32) if classes else None
     v.max_abs_error = float(np.abs(got - fp32).max())
     if not precision.startswith("int8"):
         if v.sqnr_db < crit.min_sqnr_db[precision]:
@@ -235,19 +259,25 @@ def check_file(precision: str, model: onnx.ModelProto, x: np.ndarray, fp32: np.n
             v.failures.append(f"SQNR against FP32 PyTorch {_db(v.sqnr_db)} is below {UNREFERENCED_MIN_SQNR_DB:g} dB: "
                               "the outputs are further from FP32 than all-zero outputs are")
         return v
-    fq = fake_quant[0]
     v.fake_quant_sqnr_db = sqnr_db(fp32, fq)
-    v.fake_quant_top1_agreement_pct = _agreement(fq, fp32)
     v.file_vs_fake_quant_sqnr_db = sqnr_db(fq, got)
-    v.file_vs_fake_quant_top1_agreement_pct = _agreement(got, fq)
-    truth = fp32.argmax(1)
-    v.mcnemar_p = mcnemar_p(got.argmax(1) == truth, fq.argmax(1) == truth)
     gap = v.sqnr_db - v.fake_quant_sqnr_db
     if abs(gap) > crit.sqnr_gap_db:
         v.failures.append(f"SQNR against FP32 is {_db(v.sqnr_db)} for the file but {_db(v.fake_quant_sqnr_db)} for "
                           f"PyTorch fake-quant (allowed gap {crit.sqnr_gap_db} dB)")
+    if not classes:
+        return v
+    v.fake_quant_top1_agreement_pct = _agreement(fq, fp32)
+    v.file_vs_fake_quant_top1_agreement_pct = _agreement(got, fq)
+    truth = fp32.argmax(1)
+    v.mcnemar_p = mcnemar_p(got.argmax(1) == truth, fq.argmax(1) == truth)
     if v.mcnemar_p < crit.mcnemar_p:
         v.failures.append(f"the file agrees with FP32's top-1 less often than PyTorch fake-quant "
                           f"({_pct(v.top1_agreement_pct)} against {_pct(v.fake_quant_top1_agreement_pct)}, "
                           f"McNemar p {v.mcnemar_p:.2g})")
     return v
+
+
+def _rows(x: np.ndarray) -> np.ndarray:
+    """One row per input: features of any shape, scored like logits."""
+    return np.asarray(x, dtype=np.float32).reshape(len(x), -1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -43,3 +45,47 @@ def evaluate(runner: Runner, data: Dataset, split: str = "val", batch: tuple[int
              limit: int | None = None, reference: np.ndarray | None = None) -> AccuracyResult:
     logits, labels, reference = collect_outputs(runner, data, split, batch, limit, reference)
     return accuracy(logits, labels, reference, data.num_classes)
+
+
+FUSION_GAP_DB = 1.0  # the strict export check's allowed gap between two roundings of one quantized model
+
+
+@dataclass
+class DeployedCheck:
+    """Does the deployed run (ONNX Runtime's fused integer kernels on this CPU) compute what the file says?
+    Both runs are scored against FP32, as two roundings of one quantized model are in the export check."""
+
+    as_written_sqnr_db: float | None
+    deployed_sqnr_db: float | None
+    as_written_top1_agreement_pct: float | None
+    deployed_top1_agreement_pct: float | None
+
+    @property
+    def agrees(self) -> bool | None:
+        if self.as_written_sqnr_db is None or self.deployed_sqnr_db is None:
+            return None  # a degenerate reference scores neither
+        return self.as_written_sqnr_db - self.deployed_sqnr_db <= FUSION_GAP_DB
+
+    def warning(self) -> str | None:
+        if self.agrees is not False:
+            return None
+        return (f"ONNX Runtime's fused integer kernels on this CPU do not compute what the file says: against FP32 "
+                f"the deployed run reads {self.deployed_sqnr_db:.2f} dB SQNR, "
+                f"{self.deployed_top1_agreement_pct:.1f} % top-1 agreement, the file as written "
+                f"{self.as_written_sqnr_db:.2f} dB, {self.as_written_top1_agreement_pct:.1f} %; the latency is the "
+                "deployed run's, the accuracy the file's")
+
+    def columns(self) -> dict:
+        return {"deployed_sqnr_db": self.deployed_sqnr_db,
+                "deployed_top1_agreement_pct": self.deployed_top1_agreement_pct,
+                "deployed_matches_file": self.agrees}
+
+
+def check_deployed(runner: Runner, data: Dataset, split: str, batch: tuple[int, int], limit: int | None,
+                   reference: np.ndarray, as_written: AccuracyResult) -> DeployedCheck | None:
+    """Score the runner's timed (deployed) session too, where it is not the session accuracy was measured on."""
+    deployed = getattr(runner, "deployed_runner", lambda: None)()
+    if deployed is None:
+        return None
+    acc = evaluate(deployed, data, split, batch, limit, reference)
+    return DeployedCheck(as_written.sqnr_db, acc.sqnr_db, as_written.top1_agreement, acc.top1_agreement)

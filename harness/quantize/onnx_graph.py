@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -152,3 +154,45 @@ def drop_unused(model: onnx.ModelProto) -> onnx.ModelProto:
         del graph.initializer[:]
         graph.initializer.extend(copies)
     return model
+
+
+def with_outputs(model: onnx.ModelProto, tensors: Iterable[str]) -> onnx.ModelProto:
+    """A copy whose graph outputs also include `tensors` (typed by shape inference, float where it cannot tell)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    present = {o.name for o in copy.graph.output}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(copy)
+        types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    except Exception:  # shape inference gives up on some custom graphs; ORT still runs them typed as float
+        types = {}
+    for name in tensors:
+        if name not in present:
+            copy.graph.output.append(onnx.helper.make_tensor_value_info(
+                name, types.get(name, onnx.TensorProto.FLOAT), None))
+            present.add(name)
+    return copy
+
+
+_TOWARD_HEAD = {"Add", "Reshape", "Flatten", "Identity", "Cast", "Squeeze", "Unsqueeze", "Transpose"}
+
+
+def head_input(model: onnx.ModelProto) -> str | None:
+    """The tensor the last weighted layer before the first output reads (the features before a classifier head),
+    taken before its Q/DQ; None when the output is not reached from a weighted layer through bias adds and
+    reshapes alone."""
+    graph = Graph(model)
+    name = model.graph.output[0].name
+    node = graph.producer.get(name)
+    while node is not None and not graph.weighted(node):
+        if node.op_type not in _TOWARD_HEAD:
+            return None
+        data = graph.data_inputs(node)
+        node = graph.producer.get(data[0]) if len(data) == 1 else None
+    if node is None:
+        return None
+    tensor = graph.activation_input(node)
+    dq = graph.producer.get(tensor)
+    if dq is not None and dq.op_type == DEQUANTIZE and graph.op_of(dq.input[0]) == QUANTIZE:
+        tensor = graph.producer[dq.input[0]].input[0]
+    return tensor

@@ -121,4 +121,11 @@ def headline(df: pd.DataFrame) -> list[str]:
     for (model, dataset), why in df.dropna(subset=["labels_unusable"]).groupby(["model", "dataset"])["labels_unusable"]:
         out.append(f"Suspicious: {dataset}'s labels do not fit {model}'s head ({why.iloc[0]}), so top-1 is not "
                    "scored; agreement and SQNR against FP32 still are.")
+    if "deployed_matches_file" in df.columns:
+        wrong = df[df["deployed_matches_file"].astype("boolean").eq(False).fillna(False)]
+        if not wrong.empty:
+            isa = wrong["env_cpu_isa"].iloc[0] if "env_cpu_isa" in wrong.columns else "n/a"
+            out.append(f"Suspicious: on this CPU ({isa}) ONNX Runtime's fused integer kernels do not compute what "
+                       f"{len(wrong)} file(s) say: {_names(wrong)}; their latency is the fused run's, their accuracy "
+                       "the file's as written (see deployed_sqnr_db against sqnr_db).")
     return out

@@ -22,7 +22,7 @@ COLUMNS = [
     "latency_p50_ci_hi_ms", "latency_ci_pct", "ci_target_pct", "stable", "latency_spread_pct", "repeats",
     "latency_samples", "load_avg_before", "load_avg_after", "throughput_ips", "top1_pct", "top5_pct",
     "top1_agreement_pct", "sqnr_db", "max_abs_error", "eval_samples", "reference_degenerate", "labels_unusable",
-    "qdq_hazards", "qdq_float_layers",
+    "deployed_sqnr_db", "deployed_top1_agreement_pct", "deployed_matches_file", "qdq_hazards", "qdq_float_layers",
     *DERIVED, "engine_size_mb", "build_s", "calib_s", "export_s", "engine_cache_hit", "cell_s", "error",
     "failed_stage", "baseline_id", "timing_includes", "engine", "onnx", "layer_table", "samples_file",
     "finished_utc",

@@ -46,6 +46,25 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
+# Instruction-set features that change what ONNX Runtime's integer kernels compute and how fast (8-bit dot
+# products saturate on x86 without VNNI); /proc/cpuinfo flag -> name in the row.
+ISA_FLAGS = {"avx2": "avx2", "avx512f": "avx512f", "avx512_vnni": "avx512-vnni", "avx_vnni": "avx-vnni",
+             "amx_int8": "amx-int8", "asimddp": "arm-dotprod", "i8mm": "arm-i8mm"}
+
+
+def cpu_isa() -> str:
+    """The features of ISA_FLAGS this CPU has, space-separated ('none' when none; n/a off Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return NA
+    flags = set()
+    for line in text.splitlines():
+        if line.split(":", 1)[0].strip() in ("flags", "Features"):
+            flags.update(line.split(":", 1)[1].split())
+    return " ".join(name for flag, name in ISA_FLAGS.items() if flag in flags) or "none"
+
+
 def _gpu() -> tuple[str, str, str]:
     """(GPU names, driver, CUDA version the driver supports) from nvidia-smi, when there is one."""
     if not shutil.which("nvidia-smi"):
@@ -76,6 +95,7 @@ def capture() -> dict[str, str]:
     return {
         "env_host": socket.gethostname(),
         "env_cpu": _cpu(),
+        "env_cpu_isa": cpu_isa(),
         "env_gpu": gpu,
         "env_driver": driver,
         "env_cuda": cuda,

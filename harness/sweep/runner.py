@@ -20,7 +20,7 @@ from harness.build import backend_for, build_artifact, export_check, load_engine
 from harness.data.datasets import SyntheticDataset, resolve_dataset
 from harness.errors import HarnessError, MissingDependency
 from harness.fileio import machine_fault
-from harness.measure.evaluate import evaluate, reference_outputs
+from harness.measure.evaluate import check_deployed, evaluate, reference_outputs
 from harness.measure.latency import latency_stats
 from harness.measure.samples import write_samples
 from harness.measure.stability import StopRule, interval, load_average, time_until_stable
@@ -253,6 +253,18 @@ def close(runner) -> None:
         closer()
 
 
+def accuracy_of(ws: Workspace, cell: Cell, runner, batch: tuple[int, int]):
+    """(accuracy of the file as written, check of the timed session where it differs (ONNX Runtime's fused
+    integer kernels), with a warning in the log when they disagree on this CPU)."""
+    split, limit, data, reference = ws.exp.evaluation["split"], ws.exp.evaluation["limit"], ws.dataset(cell), \
+        ws.reference(cell)
+    acc = evaluate(runner, data, split, batch, limit, reference)
+    deployed = check_deployed(runner, data, split, batch, limit, reference, acc)
+    if deployed and deployed.warning():
+        ws.log(f"    warning: {cell.label()}: {deployed.warning()}")
+    return acc, deployed
+
+
 def run_cell(ws: Workspace, cell: Cell) -> dict:
     """Every stage of one cell; an exception becomes the row's status, error and failed stage."""
     exp, spec = ws.exp, ws.exp.specs[cell.model]
@@ -267,13 +279,12 @@ def run_cell(ws: Workspace, cell: Cell) -> dict:
             row["failed_stage"] = "profile"
             row.update(_profile(ws, runner, spec, row))
         row["failed_stage"] = "evaluate"
-        acc = ws.once(("accuracy", meta.artifact_sha256, cell.dataset),
-                      lambda: evaluate(runner, ws.dataset(cell), exp.evaluation["split"],
-                                       (meta.batch[0], meta.batch[2]), exp.evaluation["limit"],
-                                       ws.reference(cell)))
+        acc, deployed = ws.once(("accuracy", meta.artifact_sha256, cell.dataset),
+                                lambda: accuracy_of(ws, cell, runner, (meta.batch[0], meta.batch[2])))
         row.update(top1_pct=acc.top1, top5_pct=acc.top5, top1_agreement_pct=acc.top1_agreement,
                    sqnr_db=acc.sqnr_db, max_abs_error=acc.max_abs_error, eval_samples=acc.samples,
-                   reference_degenerate=acc.reference_degenerate, labels_unusable=acc.labels_unusable)
+                   reference_degenerate=acc.reference_degenerate, labels_unusable=acc.labels_unusable,
+                   **(deployed.columns() if deployed else {}))
         row["failed_stage"] = "inspect"
         if onnx is not None and cell.tool is not None:
             row.update(ws.qdq_verdict(onnx))
