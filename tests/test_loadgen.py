@@ -207,3 +207,25 @@ def test_without_loadgen_a_scenario_is_one_line_naming_the_package_and_concurren
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
     assert "mlcommons-loadgen is not installed" in result.output and "pip install" in result.output
     assert run_cli("bench", digits_engine.artifact, "--concurrency", "1", "--duration", "0.1").exit_code == 0
+
+
+def test_loadgen_comes_as_a_wheel_where_pypi_has_one_and_is_skipped_elsewhere():
+    """pip install -e . must not need a compiler: the dependency's marker admits only platforms with a wheel."""
+    from importlib.metadata import distribution
+
+    from packaging.requirements import Requirement
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    req = next(Requirement(r) for r in project["dependencies"] if r.startswith("mlcommons-loadgen"))
+    assert str(req.specifier) == "==6.0.*"
+    assert project["optional-dependencies"]["loadgen"] == ["mlcommons-loadgen==6.0.*"]  # compiles it on purpose
+    with_wheels = [("3.10", "linux", "x86_64"), ("3.13", "linux", "x86_64"), ("3.11", "darwin", "arm64"),
+                   ("3.12", "win32", "AMD64")]
+    without = [("3.12", "linux", "aarch64"), ("3.14", "linux", "x86_64"), ("3.11", "darwin", "x86_64")]
+    for cases, expected in ((with_wheels, True), (without, False)):
+        for version, system, machine in cases:
+            env = {"python_version": version, "sys_platform": system, "platform_machine": machine}
+            assert req.marker.evaluate(env) is expected, env
+    if req.marker.evaluate():  # here: installed from PyPI's manylinux wheel, not built from source
+        assert "manylinux" in distribution("mlcommons-loadgen").read_text("WHEEL")

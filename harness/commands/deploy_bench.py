@@ -82,11 +82,18 @@ SHOWN = ("valid", "loadgen_result", "qps", "throughput_ips", "latency_p50_ms", "
          "duration_s", "energy_j_per_inference", "avg_power_w")
 
 
+def default_name(request: DeployRequest) -> str:
+    """'server-200qps', 'server-max-qps', 'multi-stream', 'concurrency': what the default JSON is named after."""
+    if request.scenario != "server":
+        return request.scenario
+    return "server-max-qps" if request.find_max_qps else f"server-{request.target_qps:g}qps"
+
+
 def run_deploy(meta, runner, request: DeployRequest, json_out: Path | None, title: str) -> None:
     """Measure, print, and write the JSON (LoadGen's logs in <json stem>.loadgen/ beside it)."""
     from harness.measure.serving import library_for
 
-    out = Path(json_out or Path("reports") / "bench" / f"{Path(meta.artifact).stem}-{request.scenario}.json")
+    out = Path(json_out or Path("reports") / "bench" / f"{Path(meta.artifact).stem}-{default_name(request)}.json")
     log_dir = out.with_name(f"{out.stem}.loadgen")
     measured = measure(runner, library_for(meta.spec), request, log_dir, log=lambda m: click.echo(m, err=True))
     head = {"engine": meta.artifact, "backend": meta.backend, "precision": meta.precision,

@@ -8,6 +8,7 @@ COMMON. Energy covers exactly the measured run (LoadGen's run, or a level's wind
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,10 +76,20 @@ def _scenario_row(result: ScenarioResult, energy: dict) -> dict:
     return _row({**result.to_dict(), "concurrency": None, **energy})
 
 
+def clear_logs(log_dir: Path) -> None:
+    """Remove the LoadGen run folders an earlier measurement left in `log_dir` (a search of more runs would
+    otherwise leave some beside the new ones); nothing else there is touched."""
+    for folder in Path(log_dir).glob("*"):
+        if folder.is_dir() and (folder / "mlperf_log_detail.txt").exists() and (
+                folder.name in SCENARIOS or (folder.name.startswith("server-") and folder.name.endswith("qps"))):
+            shutil.rmtree(folder)
+
+
 def measure(runner: Runner, library: np.ndarray, request: DeployRequest, log_dir: Path,
             log: Callable[[str], None] = lambda message: None) -> Measured:
     """Run what `request` asks; LoadGen's logs go under `log_dir` (one folder per run)."""
     on_gpu = getattr(runner, "on_gpu", False)
+    clear_logs(log_dir)
     if request.scenario == CONCURRENCY:
         levels = conc.run_levels(runner, library, list(request.concurrency), request.duration_s, request.max_batch,
                                  request.workers, request.streams, lambda: EnergyMeter(on_gpu), log)

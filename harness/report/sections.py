@@ -96,18 +96,21 @@ def build_sections(df: pd.DataFrame) -> tuple[list[str], list[Section]]:
     shown = [c if c != "speedup_vs_baseline" else next((h for h in ok.columns if h.startswith(c)), c) for c in SHOWN]
     classes = [" ".join(name for name, on in (("pareto", p), ("unstable", u)) if on)
                for p, u in zip(front[ok.index], unstable(ok), strict=True)]
-    summary = (f"{len(df)} cells: {len(ok) + len(scenario_rows)} ok, {len(failed)} failed"
-               + (f" ({len(scenario_rows)} measured by deployment scenarios, below)" if len(scenario_rows) else "")
-               + ". Closed-loop timing: p50 latency in ms with its 95 % interval; "
+    counts = (f"{len(df)} cells: {len(ok) + len(scenario_rows)} ok, {len(failed)} failed"
+              + (f" ({len(scenario_rows)} measured by deployment scenarios)" if len(scenario_rows) else "") + ".")
+    summary = (f"{counts} Closed-loop timing: p50 latency in ms with its 95 % interval; "
                f"speedup = {baseline} p50 / cell p50; top1_delta_pp = cell top-1 - baseline top-1 (points); "
                "Pareto rows highlighted, unstable rows struck through and never ranked.")
-    out = [Section("Results", summary, table(ok, [*shown, *MORE], shown, classes))]
-    out.append(Section("Pareto front", "Stable cells no other stable cell of the same model, dataset and batch beats "
-                       "on both p50 latency and accuracy.", table(ordered(df[front]), PARETO)))
+    out = []
+    if not ok.empty or scenario_rows.empty:  # a sweep of scenario cells alone has no closed-loop ranking
+        out.append(Section("Results", summary, table(ok, [*shown, *MORE], shown, classes)))
+        out.append(Section("Pareto front", "Stable cells no other stable cell of the same model, dataset and batch "
+                           "beats on both p50 latency and accuracy.", table(ordered(df[front]), PARETO)))
     if not scenario_rows.empty:
-        out.append(Section(SERVING, " ".join(serving.sentences(df)) + " Figures from MLPerf LoadGen (its logs in "
-                           "loadgen_logs) and the concurrency sweeps (each level in curve_file); energy from NVML "
-                           "where the GPU has a counter, else empty with energy_note saying why.",
+        out.append(Section(SERVING, ("" if out else f"{counts} ") + " ".join(serving.sentences(df))
+                           + " Figures from MLPerf LoadGen (its logs in loadgen_logs) and the concurrency sweeps "
+                           "(each level in curve_file); energy from NVML where the GPU has a counter, else empty "
+                           "with energy_note saying why.",
                            table(scenario_rows, [*serving.SCENARIO_TABLE, *serving.SCENARIO_MORE],
                                  serving.SCENARIO_TABLE)))
     if not failed.empty:
