@@ -66,7 +66,7 @@ def test_a_runner_of_5_ms_per_query_is_invalid_at_400_qps_and_valid_at_50(tmp_pa
     overloaded = server(SleepyRunner(5.0), 400, tmp_path)
     assert overloaded.valid is False and overloaded.latency_p99_ms > 10.0
     assert overloaded.latency_bound_ms == 10.0 and overloaded.target_qps == 400
-    light = any_valid(lambda: server(SleepyRunner(5.0), 50, tmp_path))
+    light = any_valid(lambda: server(SleepyRunner(5.0), 50, tmp_path), tries=5)
     assert light[-1].valid is True, [r.latency_p99_ms for r in light]
     assert 5.0 <= light[-1].latency_p50_ms < 10.0 and light[-1].latency_p99_ms <= 10.0
     # LoadGen's own verdict also asks for its early-stopping test, which a one-second run cannot pass
@@ -138,25 +138,26 @@ def test_digits_server_is_valid_at_a_fifth_of_offline_and_invalid_at_three_times
     rate = offline["throughput_ips"]
 
     def at(factor):
-        return measure(runner, library, DeployRequest("server", max_batch=32, duration_s=0.5, target_qps=factor * rate),
-                       tmp_path).rows[0]
+        """A 50 ms bound: far above a batch's few ms, so only queueing (or other processes) can break it."""
+        request = DeployRequest("server", max_batch=32, duration_s=0.5, target_qps=factor * rate, latency_bound_ms=50)
+        return measure(runner, library, request, tmp_path).rows[0]
 
     fifth = any_valid(lambda: at(0.2))
     assert fifth[-1]["valid"] is True, [r["latency_p99_ms"] for r in fifth]
     triple = at(3.0)
-    assert triple["valid"] is False and triple["latency_p99_ms"] > 10.0
+    assert triple["valid"] is False and triple["latency_p99_ms"] > 50.0
     assert triple["qps"] < 0.9 * 3 * rate  # it cannot answer as fast as asked
 
 
 def test_bench_find_max_qps_lands_between_a_fifth_and_1_1x_offline(run_cli, digits_engine):
     result = run_cli("bench", digits_engine.artifact, "--scenario", "server", "--find-max-qps", "--duration", "0.4",
-                     "--json", "max.json")
+                     "--latency-bound-ms", "50", "--json", "max.json")
     assert result.exit_code == 0, result.output
     row = json.loads(Path("max.json").read_text())
     assert set(COMMON) <= set(row) and row["scenario"] == "server" and row["valid"] is True
     assert 0.2 * row["offline_qps"] <= row["max_qps"] <= 1.1 * row["offline_qps"], row["max_qps_search"]
     assert row["max_qps_runs"] == len(row["max_qps_search"]) >= 2 and row["target_qps"] == row["max_qps"]
-    assert row["latency_p99_ms"] <= row["latency_bound_ms"] == 10.0
+    assert row["latency_p99_ms"] <= row["latency_bound_ms"] == 50.0
     assert row["energy_j_per_inference"] is None and "no CPU energy counter" in row["energy_note"]
     logs = sorted(p.name for p in Path("max.loadgen").iterdir())
     assert logs[0] == "offline" and len(logs) == 1 + row["max_qps_runs"]

@@ -112,3 +112,18 @@ def test_a_sweep_stores_each_scenario_with_its_files_and_reports_it(run_cli, tmp
     assert stored["scenario"] == "server" and stored["loadgen_logs"] == f"loadgen/{stored['cell_id']}"
     again = run_cli("sweep", path, "--engines-dir", engines_dir)
     assert again.exit_code == 0 and "all 3 cells finished" in again.output
+
+
+def test_without_loadgen_its_cells_are_rows_naming_the_package_and_the_rest_run(run_cli, tmp_path, engines_dir,
+                                                                               monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mlperf_loadgen", None)
+    text = SWEEP.replace("name: served", "name: bare").replace("[single-stream, server, concurrency]",
+                                                               "[offline, concurrency]")
+    result = run_cli("sweep", write(tmp_path, text), "--engines-dir", engines_dir)
+    assert result.exit_code == 0, result.output  # what the machine lacks is named apart, not a failure
+    rows = pd.read_csv("reports/bare/results.csv").set_index("scenario")
+    assert rows.loc["offline", "status"] == "failed" and rows.loc["offline", "missing_extra"] == "loadgen"
+    assert "mlcommons-loadgen is not installed" in rows.loc["offline", "error"]
+    assert rows.loc["concurrency", "status"] == "ok"

@@ -111,5 +111,7 @@ def run_deploy(meta, runner, request: DeployRequest, json_out: Path | None, titl
         payload = {**head, **row}
         click.echo(f"LoadGen's logs: {log_dir}")
     click.echo(f"energy: {measured.rows[0]['energy_note']}", err=True)
+    if measured.rows[0]["gpu_state_note"]:
+        click.echo(f"warning: {measured.rows[0]['gpu_state_note']}", err=True)
     write_json(out, payload)
     click.echo(f"wrote {out}")

@@ -19,6 +19,7 @@ from harness.backends.base import Runner
 from harness.errors import HarnessError
 from harness.measure import concurrency as conc
 from harness.measure.energy import EnergyMeter
+from harness.measure.gpu_state import GpuMonitor
 from harness.measure.loadgen import (
     CLOSED_LOOP,
     DEFAULT_BOUND_MS,
@@ -27,6 +28,7 @@ from harness.measure.loadgen import (
     ScenarioResult,
     ScenarioSettings,
     expectation,
+    loadgen,
     run_scenario,
 )
 from harness.measure.max_qps import MAX_RUNS, TOLERANCE, find_max_qps
@@ -87,16 +89,28 @@ def clear_logs(log_dir: Path) -> None:
 
 def measure(runner: Runner, library: np.ndarray, request: DeployRequest, log_dir: Path,
             log: Callable[[str], None] = lambda message: None) -> Measured:
-    """Run what `request` asks; LoadGen's logs go under `log_dir` (one folder per run)."""
-    on_gpu = getattr(runner, "on_gpu", False)
+    """Run what `request` asks; LoadGen's logs go under `log_dir` (one folder per run). Every row also holds the
+    GPU's state over the whole measurement (harness.measure.gpu_state; empty off a GPU)."""
+    if request.scenario not in (*SCENARIOS, CONCURRENCY):
+        raise HarnessError(f"scenario {request.scenario!r}: choose one of {', '.join((*SCENARIOS, CONCURRENCY))}")
+    if request.scenario != CONCURRENCY:
+        loadgen()  # where it is missing, say so before any probe runs
     clear_logs(log_dir)
+    with GpuMonitor(enabled=getattr(runner, "on_gpu", False)) as gpu:
+        measured = _measure(runner, library, request, log_dir, log)
+    for row in measured.rows:
+        row.update(gpu.columns())
+    return measured
+
+
+def _measure(runner: Runner, library: np.ndarray, request: DeployRequest, log_dir: Path,
+             log: Callable[[str], None]) -> Measured:
+    on_gpu = getattr(runner, "on_gpu", False)
     if request.scenario == CONCURRENCY:
         levels = conc.run_levels(runner, library, list(request.concurrency), request.duration_s, request.max_batch,
                                  request.workers, request.streams, lambda: EnergyMeter(on_gpu), log)
         rows = [_row({"scenario": CONCURRENCY, "qps": lv.throughput_ips, **lv.to_dict()}) for lv in levels]
         return Measured(rows, None, {"levels": levels})
-    if request.scenario not in SCENARIOS:
-        raise HarnessError(f"scenario {request.scenario!r}: choose one of {', '.join((*SCENARIOS, CONCURRENCY))}")
 
     def run(settings: ScenarioSettings, folder: str, expected: float | None) -> tuple[ScenarioResult, dict]:
         if expected is None and settings.scenario != "server":

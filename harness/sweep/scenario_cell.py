@@ -16,6 +16,7 @@ import pandas as pd
 
 from harness.fileio import atomic_write
 from harness.measure.deploy import CONCURRENCY, DeployRequest, measure
+from harness.measure.gpu_state import COLUMNS as GPU_STATE
 from harness.measure.samples import write_samples
 from harness.sweep.experiment import Experiment
 from harness.sweep.matrix import Cell
@@ -74,6 +75,7 @@ def measure_cell(root: Path, cid: str, cell: Cell, runner, library, exp: Experim
         row.update(loadgen_logs=str(logs), latency_samples=shown["queries"])
         if shown.get("max_qps_search") is not None:
             row["max_qps_search"] = json.dumps(shown["max_qps_search"])
+    row.update({k: measured.rows[0].get(k) for k in GPU_STATE})
     if measured.latencies_ms is not None and len(measured.latencies_ms):
         row["samples_file"] = write_samples(root, cid, [measured.latencies_ms])
     row["timing_includes"] = includes(request)
