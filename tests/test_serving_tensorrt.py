@@ -12,6 +12,7 @@ from fakes.tiny_onnx import tiny_onnx
 
 from harness.backends.base import BuildOptions
 from harness.build import build_artifact, load_engine
+from harness.measure.deploy import DeployRequest
 from harness.measure.loadgen import ScenarioSettings, run_scenario
 from harness.measure.serving import BatchServer
 from harness.models.registry import resolve_model
@@ -107,3 +108,5 @@ def test_loadgen_scenarios_and_bench_run_on_the_tensorrt_runner(trt_runner, tmp_
     row = json.loads(Path("s.json").read_text())
     assert row["streams"] == 2 and row["max_batch"] == 8 and row["samples"] > 0 and row["valid"] in (True, False)
     assert "tensorrt" in result.output and "batches up to 8" in result.output
+    # N streams serve with N + 1 threads: one batch enqueued ahead of each stream's
+    assert DeployRequest("server", 8, streams=2).workers == 3 and DeployRequest("server", 8).workers == 2

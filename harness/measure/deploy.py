@@ -54,9 +54,13 @@ class DeployRequest:
     official: bool = False
     concurrency: tuple[int, ...] = (1, 2, 4, 8)
     streams: int = 1
-    workers: int = WORKERS
     tolerance: float = TOLERANCE
     max_runs: int = MAX_RUNS
+
+    @property
+    def workers(self) -> int:
+        """Serving threads: one batch in flight ahead of each stream's, as trtexec keeps (2 off TensorRT)."""
+        return self.streams + WORKERS - 1
 
     def settings(self, scenario: str | None = None, target_qps: float | None = None) -> ScenarioSettings:
         return ScenarioSettings(scenario or self.scenario, self.duration_s, target_qps or self.target_qps,

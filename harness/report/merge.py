@@ -42,6 +42,13 @@ REQUIRED = ["cell_id", "status", *(c for c in SETTINGS if c not in ("tool", "sce
 PEER_KEYS = ["model", "dataset", "backend", "batch", "scenario"]
 
 
+def truth(value) -> bool | None:
+    """A table's true/false (bool, numpy bool, or the text a CSV holds); None when empty."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return str(value).strip().lower() in ("true", "1", "1.0")
+
+
 def closed_loop(df: pd.DataFrame) -> pd.Series:
     """True for rows timed by harness's closed loop (the latency ranking, speedups and Pareto front are theirs)."""
     if "scenario" not in df.columns:

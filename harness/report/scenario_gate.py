@@ -19,19 +19,12 @@ import numpy as np
 import pandas as pd
 
 from harness.measure.samples import read_samples
-from harness.report.merge import SETTINGS
+from harness.report.merge import SETTINGS, truth
 from harness.report.stats import bootstrap_ratio
 
 COLUMNS = ["max_qps", "max_qps_invalid_at", "max_qps_runs", "throughput_ips", "peak_throughput_ips",
            "latency_p99_ms", "valid", "target_qps"]
 FIXED_LOAD = ("single-stream", "multi-stream")
-
-
-def _flag(value) -> bool | None:
-    """A table's true/false (bool, numpy bool, or text from a CSV); None when empty."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    return str(value).strip().lower() in ("true", "1", "1.0")
 
 
 def _rate(r, scenario: str, side: str) -> tuple[str | None, float]:
@@ -79,7 +72,7 @@ def check(r, scenario: str, max_qps_drop_pct: float, max_p99_pct: float) -> tupl
         figures.update(p99_ratio=ratio, p99_ratio_ci_lo=lo, p99_ratio_ci_hi=hi)
         if 100.0 * (ratio - 1.0) > max_p99_pct and (not np.isfinite(lo) or lo > 1.0):
             found.append("p99")
-    if scenario == "server" and _fixed_load(r, scenario) and _flag(r["valid_base"]) and _flag(r["valid_cur"]) is False:
+    if scenario == "server" and _fixed_load(r, scenario) and truth(r["valid_base"]) and truth(r["valid_cur"]) is False:
         found.append("now INVALID")
     return found, figures
 

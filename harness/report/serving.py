@@ -17,7 +17,7 @@ import pandas as pd
 from harness.report.charts import PRECISION_COLORS
 from harness.report.charts import _layout as layout
 from harness.report.headline import label
-from harness.report.merge import SETTINGS, closed_loop
+from harness.report.merge import SETTINGS, closed_loop, truth
 
 SCENARIO_TABLE = [*SETTINGS, "valid", "max_qps", "qps", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
                   "latency_bound_ms", "target_qps", "early_stopping_p90_ms", "early_stopping_p99_ms",
@@ -68,7 +68,7 @@ def _max_qps(group: pd.DataFrame) -> list[str]:
 
 def _fixed_rate(group: pd.DataFrame) -> list[str]:
     fixed = group[(group["scenario"] == "server") & group["max_qps_runs"].isna() & group["target_qps"].notna()]
-    return [f"{_where(r)}: {label(r)} at {r['target_qps']:.4g} QPS is {'VALID' if r['valid'] else 'INVALID'} "
+    return [f"{_where(r)}: {label(r)} at {r['target_qps']:.4g} QPS is {'VALID' if truth(r['valid']) else 'INVALID'} "
             f"(p99 {r['latency_p99_ms']:.3g} ms, bound {r['latency_bound_ms']:g} ms){_energy(r)}."
             for _, r in fixed.iterrows() if pd.notna(r["latency_p99_ms"])]
 
