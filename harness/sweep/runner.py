@@ -25,12 +25,14 @@ from harness.measure.evaluate import evaluate, reference_outputs
 from harness.measure.latency import latency_stats
 from harness.measure.loadgen import CLOSED_LOOP
 from harness.measure.samples import write_samples
+from harness.measure.serving import library_for
 from harness.measure.stability import StopRule, interval, load_average, time_until_stable
 from harness.sweep import environment
 from harness.sweep.claims import CellClaims
 from harness.sweep.experiment import Experiment
 from harness.sweep.matrix import Cell, baseline_of, cell_id, quant_config, work_key
 from harness.sweep.progress import Progress, cell_kinds
+from harness.sweep.scenario_cell import measure_cell
 from harness.sweep.store import ResultStore
 
 CELL_FIELDS = [f.name for f in fields(Cell)]
@@ -269,9 +271,6 @@ def run_cell(ws: Workspace, cell: Cell) -> dict:
         if cell.scenario == CLOSED_LOOP:
             row.update(ws.timed.pop(cid, None) or time_cell(ws, cell, {cid: runner})[cid])
         else:
-            from harness.measure.serving import library_for
-            from harness.sweep.scenario_cell import measure_cell
-
             library = ws.once(("library", cell.model), lambda: library_for(spec))
             row.update(measure_cell(ws.store.root, cid, cell, runner, library, exp, ws.log))
         if exp.timing["profile"]:
