@@ -142,7 +142,9 @@ def _runner_opts(meta, runner, opt_in: dict[str, bool], opt_out: dict[str, bool]
 
 @click.command()
 @click.argument("engine", type=click.Path(path_type=Path))
-@click.option("--batch", type=click.IntRange(1), default=None, help="Batch size (default: the engine's opt).")
+@click.option("--batch", type=click.IntRange(1), default=None,
+              help="Batch size (default: the engine's opt); with --scenario or --concurrency, the largest batch "
+                   "the server forms from queued requests (default: the engine's max).")
 @click.option("--shape", default=None, metavar="NxCxHxW", help="Full input shape instead of --batch.")
 @click.option("--warmup", type=click.FloatRange(0), default=0.2, show_default=True, help="Warm-up seconds.")
 @click.option("--iterations", type=click.IntRange(1), default=100, show_default=True,
