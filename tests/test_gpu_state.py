@@ -1,37 +1,14 @@
 """NVML columns: the GPU's state around timing, through a double of pynvml; empty (None) without NVML."""
 
-import importlib.machinery
-import itertools
 import sys
 import time
-import types
 
 import pandas as pd
 import pytest
+from fakes.fake_nvml import fake_pynvml
 
 from harness.measure.gpu_state import COLUMNS, GpuMonitor, clocks_summary
 from harness.report.compare import compare
-
-
-def fake_pynvml(sm_clocks=(1980,), reasons=(0,)) -> types.ModuleType:
-    """pynvml's calls harness makes, with scripted SM clocks and clock-event reason masks (cycled per read)."""
-    nvml = types.ModuleType("pynvml")
-    nvml.__spec__ = importlib.machinery.ModuleSpec("pynvml", None)
-    nvml.NVML_CLOCK_SM, nvml.NVML_CLOCK_MEM, nvml.NVML_TEMPERATURE_GPU = 1, 2, 0
-    for bit, name in enumerate(["GpuIdle", "ApplicationsClocksSetting", "SwPowerCap", "HwSlowdown", "SyncBoost",
-                                "SwThermalSlowdown", "HwThermalSlowdown", "HwPowerBrakeSlowdown",
-                                "DisplayClockSetting"]):
-        setattr(nvml, f"nvmlClocksEventReason{name}", 1 << bit)
-    sm, masks = itertools.cycle(sm_clocks), itertools.cycle(reasons)
-    nvml.nvmlInit = lambda: None
-    nvml.nvmlDeviceGetHandleByIndex = lambda index: ("gpu", index)
-    nvml.nvmlDeviceGetClockInfo = lambda h, clock: next(sm) if clock == 1 else 2619
-    nvml.nvmlDeviceGetMaxClockInfo = lambda h, clock: 1980 if clock == 1 else 2619
-    nvml.nvmlDeviceGetPowerUsage = lambda h: 350_000
-    nvml.nvmlDeviceGetEnforcedPowerLimit = lambda h: 700_000
-    nvml.nvmlDeviceGetTemperature = lambda h, sensor: 61
-    nvml.nvmlDeviceGetCurrentClocksEventReasons = lambda h: next(masks)
-    return nvml
 
 
 def test_without_nvml_every_column_is_empty(monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -65,6 +66,14 @@ class Runner(ABC):
 
     @abstractmethod
     def time(self, x: np.ndarray, warmup_s: float, iterations: int, duration_s: float, **opts) -> Timing: ...
+
+    def serving(self, workers: int, streams: int = 1) -> list[Callable[[np.ndarray], np.ndarray]]:
+        """One batch-answering callable per serving thread (harness.measure.serving); they run at the same time.
+
+        ONNX Runtime's session.run and an eager torch forward may be called from several threads, so the threads
+        share infer; TensorRT gives each its own buffers (TensorRTRunner.serving).
+        """
+        return [self.infer] * workers
 
 
 class Backend(ABC):

@@ -102,6 +102,10 @@ class CpuRunner(Runner):
         return Timing(lat, wall, len(x), includes=f"host latency of session.run (input in host memory); "
                                                   f"graph {self.timed_graph}")
 
+    def serving(self, workers: int, streams: int = 1) -> list:
+        """Serving is deployment: the deployed session answers (harness.measure.serving)."""
+        return [(self.deployed_runner() or self).infer] * workers
+
     def deployed_runner(self) -> Runner | None:
         """The timed session as a Runner, for checking its outputs; None when it is the as-written one."""
         return _Deployed(self) if self.qdq else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -24,9 +25,11 @@ from harness.commands.common import (
 )
 from harness.data.datasets import SyntheticDataset, dataset_names, resolve_dataset
 from harness.errors import HarnessError
+from harness.measure.energy import EnergyMeter
 from harness.measure.evaluate import check_deployed, evaluate, reference_outputs
 from harness.measure.gpu_state import GpuMonitor
 from harness.measure.latency import CV_WARN, latency_stats
+from harness.measure.loadgen import CLOSED_LOOP, DEFAULT_BOUND_MS, DEFAULT_SAMPLES_PER_QUERY, SCENARIOS
 from harness.models.registry import BUNDLED_WEIGHTS, parse_shape, resolve_model
 from harness.sweep.environment import cpu_isa
 
@@ -140,7 +143,9 @@ def _runner_opts(meta, runner, opt_in: dict[str, bool], opt_out: dict[str, bool]
 
 @click.command()
 @click.argument("engine", type=click.Path(path_type=Path))
-@click.option("--batch", type=click.IntRange(1), default=None, help="Batch size (default: the engine's opt).")
+@click.option("--batch", type=click.IntRange(1), default=None,
+              help="Batch size (default: the engine's opt); with --scenario or --concurrency, the largest batch "
+                   "the server forms from queued requests (default: the engine's max).")
 @click.option("--shape", default=None, metavar="NxCxHxW", help="Full input shape instead of --batch.")
 @click.option("--warmup", type=click.FloatRange(0), default=0.2, show_default=True, help="Warm-up seconds.")
 @click.option("--iterations", type=click.IntRange(1), default=100, show_default=True,
@@ -159,18 +164,52 @@ def _runner_opts(meta, runner, opt_in: dict[str, bool], opt_out: dict[str, bool]
 @click.option("--no-spin-wait", is_flag=True, help="TensorRT 11: blocking-sync events instead of spinning.")
 @click.option("--streams", type=click.IntRange(1), default=1, show_default=True,
               help="TensorRT: N execution contexts on N streams, for throughput (latencies then unreliable).")
+@click.option("--scenario", type=click.Choice([CLOSED_LOOP, *SCENARIOS]), default=CLOSED_LOOP, show_default=True,
+              help="closed-loop: harness's timed loop (below). The others are MLPerf LoadGen scenarios of --duration "
+                   "seconds: one-sample requests batched up to --batch (default: the engine's max batch).")
+@click.option("--target-qps", type=click.FloatRange(0, min_open=True), default=None,
+              help="server: Poisson arrivals at this many queries per second.")
+@click.option("--latency-bound-ms", type=click.FloatRange(0, min_open=True), default=None,
+              help=f"server: VALID when p99 is within this (default {DEFAULT_BOUND_MS:g}).")
+@click.option("--find-max-qps", is_flag=True,
+              help="server: the highest VALID rate, by bisection from the offline throughput down.")
+@click.option("--samples-per-query", type=click.IntRange(1), default=None,
+              help=f"multi-stream: samples per query (default {DEFAULT_SAMPLES_PER_QUERY}, as MLPerf).")
+@click.option("--official", is_flag=True,
+              help="LoadGen scenarios: MLPerf's minimum durations and query counts (600 s) instead of --duration; "
+                   "VALID only as LoadGen says.")
+@click.option("--concurrency", default=None, metavar="N,N,...",
+              help="Keep N one-sample requests in flight, for each N: throughput and p50/p99 per level, and the "
+                   "knee of the latency-throughput curve.")
 @click.option("--json", "json_out", type=FILE_OUT, default=None,
-              help="Where to write the results (default: reports/bench/<engine>-<NxCxHxW>.json).")
+              help="Where to write the results (default: reports/bench/<engine>-<NxCxHxW or scenario>.json).")
 @cuda_binding_option
-def bench(engine, batch, shape, warmup, iterations, duration, cv_warn, cuda_graph, no_data_transfers,
-          spin_wait, no_cuda_graph, include_data_transfers, no_spin_wait, streams, json_out, cuda_binding):
+@click.pass_context
+def bench(ctx, engine, batch, shape, warmup, iterations, duration, cv_warn, cuda_graph, no_data_transfers,
+          spin_wait, no_cuda_graph, include_data_transfers, no_spin_wait, streams, scenario, target_qps,
+          latency_bound_ms, find_max_qps, samples_per_query, official, concurrency, json_out, cuda_binding):
     """Time an engine: warm-up, then at least --iterations and --duration; percentiles, throughput, CV.
 
     TensorRT engines follow the installed TensorRT's trtexec: 11.x times with CUDA graphs, spin wait and no
     data transfers by default (opt out with --no-cuda-graph, --no-spin-wait, --include-data-transfers); 10.x
     with none of them (opt in with --cuda-graph, --spin-wait, --no-data-transfers).
+
+    --scenario runs an MLPerf LoadGen scenario instead, --concurrency a fixed number of requests in flight; both
+    report energy per inference where the machine has an energy counter (NVML on NVIDIA GPUs).
     """
+    from harness.commands.deploy_bench import deploy_request, run_deploy
+
+    request = deploy_request(ctx, scenario, concurrency, batch or 1, duration, streams, target_qps,
+                             latency_bound_ms, find_max_qps, samples_per_query, official)
     meta, runner = _load(engine, cuda_binding)
+    if request is not None:
+        if streams > 1 and meta.backend != "tensorrt":
+            raise HarnessError("--streams applies to tensorrt engines only")
+        size = batch or meta.batch[2]
+        check_input_shape(meta, (size, *meta.input_shape), "--batch")
+        run_deploy(meta, runner, replace(request, max_batch=size), json_out,
+                   f"{Path(meta.artifact).name} ({_ran_on(meta, runner)}): {request.scenario}, batches up to {size}")
+        return
     opts = _runner_opts(meta, runner,
                         {"cuda_graph": cuda_graph, "no_data_transfers": no_data_transfers, "spin_wait": spin_wait},
                         {"cuda_graph": no_cuda_graph, "no_data_transfers": include_data_transfers,
@@ -178,9 +217,12 @@ def bench(engine, batch, shape, warmup, iterations, duration, cv_warn, cuda_grap
     dims = parse_shape(shape, "--shape") if shape else (batch or meta.batch[1], *meta.input_shape)
     check_input_shape(meta, dims, "--shape" if shape else "--batch")
     x = np.resize(SyntheticDataset(meta.spec).take("val", 1)[0], dims).astype(np.float32)
-    with GpuMonitor(enabled=getattr(runner, "on_gpu", False)) as gpu:
+    on_gpu = getattr(runner, "on_gpu", False)
+    with GpuMonitor(enabled=on_gpu) as gpu, EnergyMeter(on_gpu) as meter:
         stats = latency_stats(runner.time(x, warmup, iterations, duration, **opts))
     state = gpu.columns()
+    # The window holds the warm-up too, at the same load: its average power over the timed throughput.
+    energy = meter.columns(stats.throughput_ips * meter.seconds)
     rows = [(k, v) for k, v in stats.to_dict().items() if k not in ("components", "includes")]
     for part, s in stats.components.items():
         rows += [(f"{part} p50_ms", s["p50_ms"]), (f"{part} p99_ms", s["p99_ms"])]
@@ -192,7 +234,9 @@ def bench(engine, batch, shape, warmup, iterations, duration, cv_warn, cuda_grap
     write_json(out, {"engine": meta.artifact, "backend": meta.backend, "precision": meta.precision,
                      "cuda_binding": getattr(runner, "cuda_binding", None), "cpu_isa": cpu_isa(),
                      "shape": list(dims), **stats.to_dict(),
-                     **state})
+                     **state, "scenario": CLOSED_LOOP, "valid": None, "qps": stats.throughput_ips / stats.batch,
+                     "concurrency": None, **energy})
+    click.echo(f"energy: {energy['energy_note']}", err=True)
     click.echo(f"wrote {out}")
 
 

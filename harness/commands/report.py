@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from harness.report.merge import SETTINGS, load_results
+from harness.report.merge import CLOSED_LOOP, SETTINGS, load_results
 
 
 class ReportGroup(click.Group):
@@ -49,18 +49,27 @@ def merge(results, output, title):
               help="Allowed p50 slowdown; a larger one fails only when it is also significant (p < 0.05).")
 @click.option("--max-accuracy-drop", type=click.FloatRange(0), default=0.2, show_default=True,
               help="Allowed top-1 drop in percentage points.")
+@click.option("--max-qps-drop", default="5%", show_default=True,
+              help="Scenario cells: allowed drop of the server's max QPS (or offline / concurrency throughput).")
+@click.option("--max-p99-regression", default=None,
+              help="Scenario cells at a fixed load: allowed p99 increase when significant (default: "
+                   "--max-latency-regression).")
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Also write the comparison of every cell as CSV (ratios, intervals, p-values, verdicts).")
 @click.pass_context
-def compare(ctx, baseline, current, max_latency_regression, max_accuracy_drop, output):
+def compare(ctx, baseline, current, max_latency_regression, max_accuracy_drop, max_qps_drop, max_p99_regression,
+            output):
     """Exit 1 when CURRENT regresses against BASELINE: significantly slower beyond the threshold, less accurate,
-    failing now, or missing a cell the baseline had."""
+    failing now, or missing a cell the baseline had. Scenario cells: a lower max QPS or throughput, a higher p99 at
+    the same load, or a server rate no longer VALID."""
     from harness.report.compare import checked_side, parse_percent
     from harness.report.compare import compare as compare_results
 
     max_pct = parse_percent(max_latency_regression, "--max-latency-regression")
+    qps_pct = parse_percent(max_qps_drop, "--max-qps-drop")
+    p99_pct = max_pct if max_p99_regression is None else parse_percent(max_p99_regression, "--max-p99-regression")
     base, cur = (checked_side(load_results([side]), side) for side in (baseline, current))
-    result = compare_results(base, cur, max_pct, max_accuracy_drop)
+    result = compare_results(base, cur, max_pct, max_accuracy_drop, qps_pct, p99_pct)
     table = result.table
     if output:
         table.to_csv(output, index=False)
@@ -77,11 +86,21 @@ def compare(ctx, baseline, current, max_latency_regression, max_accuracy_drop, o
 
 
 def _label(r) -> str:
-    return " ".join(f"{r[k]}" if k != "batch" else f"b{r[k]}" for k in SETTINGS if r[k] not in (None, "-"))
+    return " ".join(f"{r[k]}" if k != "batch" else f"b{r[k]}" for k in SETTINGS
+                    if r[k] not in (None, "-", CLOSED_LOOP))
 
 
 def _figures(r) -> str:
-    """', 1.21x slower [1.19, 1.23], p = 3e-40' where the cell was tested."""
+    """', 1.21x slower [1.19, 1.23], p = 3e-40' where the cell was tested (scenario cells: their rate and p99)."""
+    if r.get("qps_metric") is not None or r.get("p99_ratio") is not None:
+        metric, change = r.get("qps_metric"), r.get("qps_change_pct")
+        parts = [f"{metric.replace('_', ' ')} " + (f"{change:+.1f} %" if change is not None else "none now")] \
+            if metric else []
+        if r.get("p99_ratio") is not None:
+            interval = (f" [95 % {r['p99_ratio_ci_lo']:.3f}, {r['p99_ratio_ci_hi']:.3f}]"
+                        if r.get("p99_ratio_ci_lo") is not None else "")
+            parts.append(f"p99 {r['p99_ratio']:.3f}x{interval}")
+        return ": " + ", ".join(parts)
     if r["latency_ratio"] is None:
         return ""
     text = f": p50 {r['latency_ratio']:.3f}x"

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import importlib.util
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,6 +124,12 @@ class Cuda(ABC):
 
     def close(self) -> None:  # noqa: B027 - most providers hold nothing to release
         """Release what the provider holds (pycuda: its context)."""
+
+    @contextmanager
+    def current(self) -> Iterator[None]:
+        """Make the provider's CUDA context current in the calling thread for the block (serving threads). The
+        runtime API and torch use the device's primary context in every thread, so only pycuda pushes one."""
+        yield
 
 
 def installed(binding: str) -> bool:

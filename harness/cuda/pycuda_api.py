@@ -3,6 +3,9 @@ captured on pycuda's stream through cuda-python's runtime API when it is install
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 
 from harness.cuda import Cuda, CudaError, DeviceBuffer, Event, Graph, Stream, WrappedEvent
@@ -92,6 +95,15 @@ class PycudaApi(Cuda):
 
     def event(self, blocking: bool = True) -> Event:
         return PycudaEvent(self.drv, blocking)
+
+    @contextmanager
+    def current(self) -> Iterator[None]:
+        """pycuda's context is current only in the thread that pushed it: push it here for the block."""
+        self.ctx.push()
+        try:
+            yield
+        finally:
+            self.ctx.pop()
 
     def close(self) -> None:
         if getattr(self, "ctx", None) is not None:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from harness.report.headline import label, speedup_interval
+from harness.report.merge import closed_loop
 from harness.report.pareto import GROUP, accuracy_column, pareto_mask, unstable
 
 PRECISION_COLORS = {"fp32": "#1f77b4", "fp16": "#2ca02c", "int8": "#d62728", "int8-fp16": "#ff7f0e"}
@@ -87,7 +88,7 @@ def _layout(title: str, x: str, y: str, note: str = "") -> dict:
 def latency_accuracy(df: pd.DataFrame) -> dict[str, dict]:
     """Per model, dataset and batch: p50 latency against the accuracy difference (when cells differ in it) and
     against SQNR, which separates recipes when top-1 ties."""
-    ok = df[(df["status"] == "ok") & df["latency_p50_ms"].notna()]
+    ok = df[(df["status"] == "ok") & df["latency_p50_ms"].notna() & closed_loop(df)]
     on_front = pareto_mask(df)
     recipes = sorted({recipe(r) for _, r in ok.iterrows()} - {""})
     symbols = {"": "circle", **{r: SYMBOLS[(i + 1) % len(SYMBOLS)] for i, r in enumerate(recipes)}}
@@ -134,7 +135,7 @@ def speedups(df: pd.DataFrame) -> dict | None:
 
 def layer_precisions(df: pd.DataFrame) -> dict | None:
     """Engine layers by input precision, for cells whose backend could inspect its engine."""
-    cells = df[df["layer_table"].notna() & (df["layer_table"] != "")]
+    cells = df[df["layer_table"].notna() & (df["layer_table"] != "")].drop_duplicates("engine")  # one per engine
     counts = {}
     for _, r in cells.iterrows():
         try:

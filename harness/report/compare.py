@@ -15,7 +15,8 @@ import pandas as pd
 
 from harness.errors import HarnessError
 from harness.measure.samples import read_samples
-from harness.report.merge import SETTINGS
+from harness.report import scenario_gate
+from harness.report.merge import CLOSED_LOOP, SETTINGS
 from harness.report.pareto import accuracy_column, unstable
 from harness.report.stats import Shift, slowdown, slowdown_from_intervals
 
@@ -41,6 +42,8 @@ def parse_percent(text: str, option: str) -> float:
 
 def _keyed(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
+    if "scenario" not in df.columns:  # rows from before scenarios existed were timed by the closed loop
+        df["scenario"] = CLOSED_LOOP
     df[SETTINGS] = df[SETTINGS].astype(object).where(df[SETTINGS].notna(), "-").astype(str)
     df["batch"] = df["batch"].str.removesuffix(".0")
     df["unstable"] = unstable(df)
@@ -49,6 +52,8 @@ def _keyed(df: pd.DataFrame) -> pd.DataFrame:
 
 def _shift(r) -> Shift | None:
     if r["status_base"] != "ok" or r["status_cur"] != "ok":
+        return None
+    if r.name[SETTINGS.index("scenario")] not in (CLOSED_LOOP, "-"):  # its metrics: harness.report.scenario_gate
         return None
     base, cur = read_samples(r["samples_file_base"]), read_samples(r["samples_file_cur"])
     if base is not None and cur is not None and len(base) and len(cur):
@@ -70,7 +75,7 @@ def _verdict(r, shift: Shift | None, max_latency_pct: float, max_drop_pp: float)
     if not base_ok:
         return "fixed"
     found = []
-    if shift.significant and 100.0 * (shift.ratio - 1.0) > max_latency_pct:
+    if shift is not None and shift.significant and 100.0 * (shift.ratio - 1.0) > max_latency_pct:
         found.append("latency")
     if r["accuracy_drop_pp"] > max_drop_pp:
         found.append("accuracy")
@@ -100,9 +105,13 @@ def checked_side(df: pd.DataFrame, source) -> pd.DataFrame:
     return df
 
 
-def compare(base: pd.DataFrame, cur: pd.DataFrame, max_latency_pct: float, max_drop_pp: float) -> Comparison:
+def compare(base: pd.DataFrame, cur: pd.DataFrame, max_latency_pct: float, max_drop_pp: float,
+            max_qps_drop_pct: float = 5.0, max_p99_pct: float | None = None) -> Comparison:
+    """Scenario cells are judged on their rate and p99 (harness.report.scenario_gate); `max_p99_pct` defaults to
+    `max_latency_pct`."""
     acc = accuracy_column(pd.concat([base, cur]))
-    cols = ["status", "latency_p50_ms", *CI_COLUMNS, "samples_file", "unstable", acc]
+    cols = list(dict.fromkeys(["status", "latency_p50_ms", *CI_COLUMNS, "samples_file", "unstable", acc,
+                               *scenario_gate.COLUMNS]))
     base, cur = (df.reindex(columns=list(dict.fromkeys([*df.columns, *cols]))) for df in (base, cur))
     both = _keyed(base)[cols].join(_keyed(cur)[cols], how="outer", lsuffix="_base", rsuffix="_cur")
     both["accuracy_drop_pp"] = both[f"{acc}_base"] - both[f"{acc}_cur"]
@@ -115,6 +124,7 @@ def compare(base: pd.DataFrame, cur: pd.DataFrame, max_latency_pct: float, max_d
     both["test"] = [s.method if s else None for s in shifts]
     both["verdict"] = [_verdict(r, s, max_latency_pct, max_drop_pp) for (_, r), s in zip(both.iterrows(), shifts,
                                                                                         strict=True)]
+    both = scenario_gate.apply(both, max_qps_drop_pct, max_latency_pct if max_p99_pct is None else max_p99_pct)
     both["verdict"] = [v + _gpu_state(r) if v.startswith("REGRESSION") else v
                        for v, (_, r) in zip(both["verdict"], _states(base, cur, both.index).iterrows(), strict=True)]
     table = both.reset_index().drop(columns=["samples_file_base", "samples_file_cur"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.report.merge import peer_values
+from harness.report.merge import closed_loop, peer_values
 from harness.report.pareto import ranked, unstable
 
 MAX_TOP1_DROP_PP = 0.5  # the accuracy budget: top-1 within 0.5 points of FP32 ...
@@ -102,10 +102,12 @@ def _names(rows: pd.DataFrame) -> str:
 
 
 def headline(df: pd.DataFrame) -> list[str]:
+    """Closed-loop cells are ranked here; scenario cells have their own sentences (harness.report.serving)."""
     out = []
-    for _, group in df.groupby(["model", "dataset", "backend", "batch"], sort=True, dropna=False):
+    timed = df[closed_loop(df)]
+    for _, group in timed.groupby(["model", "dataset", "backend", "batch"], sort=True, dropna=False):
         out.append(_fastest(df, group))
-    for _, group in df.groupby(["model", "dataset", "backend"], sort=True, dropna=False):
+    for _, group in timed.groupby(["model", "dataset", "backend"], sort=True, dropna=False):
         best = _best_int8(group[group["batch"] == group["batch"].min()])
         if best:
             out.append(f"{group.iloc[0]['model']} ({group.iloc[0]['backend']}): {best}")

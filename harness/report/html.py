@@ -11,7 +11,7 @@ from importlib.resources import files
 from harness.errors import HarnessError
 from harness.report.sections import Section, Table
 
-WIDE = ("speedup", "layer_precision")
+WIDE = ("speedup", "layer_precision", "max-qps")
 
 
 def _plotly_js() -> str:

@@ -6,7 +6,7 @@ import pandas as pd
 
 from harness.report.sections import Section
 
-SHORT = ("Pareto front", "Failed cells")
+SHORT = ("Pareto front", "Serving: LoadGen scenarios and concurrency", "Failed cells")
 
 
 def md_table(df: pd.DataFrame) -> str:
@@ -24,7 +24,8 @@ def render(title: str, headline: list[str], sections: list[Section], csv: str) -
         if s.title not in SHORT:
             continue
         out += [f"## {s.title}", "", s.text, ""]
-        text = s.table.text.loc[:, [c for c in s.table.text.columns if s.table.text[c].ne("n/a").any()]]
+        shown = s.table.text[s.table.shown]
+        text = shown.loc[:, [c for c in shown.columns if shown[c].ne("n/a").any()]]
         out += [md_table(text) if len(text) else "(none)", ""]
     out += [f"Every cell and column: [{csv}]({csv}); plots and sortable tables: [report.html](report.html).", ""]
     return "\n".join(out)

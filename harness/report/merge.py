@@ -14,7 +14,8 @@ import pandas as pd
 from harness.errors import HarnessError
 from harness.fileio import expect_file
 
-SETTINGS = ["model", "dataset", "backend", "precision", "tool", "mode", "calibrator", "batch"]
+SETTINGS = ["model", "dataset", "backend", "precision", "tool", "mode", "calibrator", "batch", "scenario"]
+CLOSED_LOOP = "closed-loop"  # the scenario of rows from before scenarios existed
 LATENCY = ["latency_min_ms", "latency_mean_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms"]
 DERIVED = ["speedup_vs_baseline", "speedup_vs_fp32", "speedup_vs_fp16", "top1_delta_pp"]
 COLUMNS = [
@@ -27,11 +28,32 @@ COLUMNS = [
     "failed_stage", "baseline_id", "timing_includes", "engine", "onnx", "layer_table", "samples_file",
     "finished_utc",
 ]
-# Columns every row must have for the table to be one of ours (tables from before `tool` existed hold pq rows).
-REQUIRED = ["cell_id", "status", *(c for c in SETTINGS if c != "tool")]
+# A scenario cell's figures (harness.sweep.scenario_cell); empty in closed-loop rows.
+SCENARIO_COLUMNS = ["valid", "loadgen_result", "qps", "max_qps", "max_qps_invalid_at", "max_qps_runs", "offline_qps",
+                    "target_qps", "latency_bound_ms", "early_stopping_p90_ms", "early_stopping_p99_ms",
+                    "samples_per_query", "knee_concurrency", "peak_throughput_ips", "concurrency_levels",
+                    "curve_file", "loadgen_logs", "energy_j", "energy_j_per_inference", "avg_power_w", "energy_note"]
+COLUMNS += SCENARIO_COLUMNS
+# Columns every row must have for the table to be one of ours (tables from before `tool` existed hold pq rows,
+# from before `scenario` existed closed-loop ones).
+REQUIRED = ["cell_id", "status", *(c for c in SETTINGS if c not in ("tool", "scenario"))]
 
 
-PEER_KEYS = ["model", "dataset", "backend", "batch"]
+PEER_KEYS = ["model", "dataset", "backend", "batch", "scenario"]
+
+
+def truth(value) -> bool | None:
+    """A table's true/false (bool, numpy bool, or the text a CSV holds); None when empty."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return str(value).strip().lower() in ("true", "1", "1.0")
+
+
+def closed_loop(df: pd.DataFrame) -> pd.Series:
+    """True for rows timed by harness's closed loop (the latency ranking, speedups and Pareto front are theirs)."""
+    if "scenario" not in df.columns:
+        return pd.Series(True, index=df.index)
+    return df["scenario"].isna() | (df["scenario"] == CLOSED_LOOP)
 
 
 def peer_values(df: pd.DataFrame, precision: str, column: str) -> pd.Series:
@@ -69,14 +91,17 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
     df[NUMERIC] = df[NUMERIC].apply(pd.to_numeric, errors="coerce")
     for col in ("tool", "mode", "calibrator", "error", "failed_stage"):
         df[col] = df[col].where(df[col].notna() & (df[col] != ""), None)
-    # Rows from before there was a choice of quantizer are pytorch-quantization's.
+    # Rows from before there was a choice of quantizer are pytorch-quantization's, and closed-loop timed.
     df["tool"] = df["tool"].where(df["tool"].notna() | df["mode"].isna(), "pq")
+    df["scenario"] = df["scenario"].where(df["scenario"].notna() & (df["scenario"] != ""), CLOSED_LOOP)
     ok = df[df["status"] == "ok"].drop_duplicates("cell_id").set_index("cell_id")
     base = df["baseline_id"].map(ok["latency_p50_ms"])
     df["speedup_vs_baseline"] = base / df["latency_p50_ms"]
     df["top1_delta_pp"] = df["top1_pct"] - df["baseline_id"].map(ok["top1_pct"])
     df["speedup_vs_fp32"] = peer_values(df, "fp32", "latency_p50_ms") / df["latency_p50_ms"]
     df["speedup_vs_fp16"] = peer_values(df, "fp16", "latency_p50_ms") / df["latency_p50_ms"]
+    # A scenario's p50 depends on the load it ran at: its speedups are the report's max-QPS ratios, not these.
+    df.loc[~closed_loop(df), ["speedup_vs_baseline", "speedup_vs_fp32", "speedup_vs_fp16"]] = np.nan
     extra = sorted(c for c in df.columns if c not in COLUMNS)
     return df[COLUMNS + extra].reset_index(drop=True)
 
@@ -84,7 +109,7 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
 def _resolved(rows: list[dict], root: Path) -> list[dict]:
     """Files a row names relative to its sweep folder (layer tables, profiles, latency samples), made absolute."""
     for row in rows:
-        for key in ("layer_table", "profile_table", "samples_file"):
+        for key in ("layer_table", "profile_table", "samples_file", "curve_file", "loadgen_logs"):
             if isinstance(row.get(key), str) and row[key] and not Path(row[key]).is_absolute():
                 row[key] = str((root / row[key]).resolve())
     return rows

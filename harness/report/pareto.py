@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from harness.report.merge import closed_loop
+
 GROUP = ["model", "dataset", "batch"]
 
 
@@ -21,8 +23,9 @@ def unstable(df: pd.DataFrame) -> pd.Series:
 
 
 def ranked(df: pd.DataFrame) -> pd.DataFrame:
-    """The cells that may be ranked on latency: finished, timed, and stable."""
-    return df[(df["status"] == "ok") & df["latency_p50_ms"].notna() & ~unstable(df)]
+    """The cells that may be ranked on latency: finished, timed by the closed loop (a scenario's latency depends on
+    its load), and stable."""
+    return df[(df["status"] == "ok") & df["latency_p50_ms"].notna() & ~unstable(df) & closed_loop(df)]
 
 
 def pareto_mask(df: pd.DataFrame) -> pd.Series:

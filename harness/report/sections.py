@@ -8,11 +8,13 @@ import numpy as np
 import pandas as pd
 
 from harness.commands.common import fmt
+from harness.report import serving
 from harness.report.headline import headline
-from harness.report.merge import SETTINGS
+from harness.report.merge import SETTINGS, closed_loop
 from harness.report.pareto import pareto_mask, unstable
 
 LATENCY = "latency_p50_ms"
+SERVING = "Serving: LoadGen scenarios and concurrency"
 SHOWN = [*SETTINGS, LATENCY, "stable", "speedup_vs_fp32", "speedup_vs_fp16", "speedup_vs_baseline", "top1_pct",
          "top1_delta_pp", "top1_agreement_pct", "sqnr_db", "engine_size_mb", "pareto"]
 MORE = ["latency_p90_ms", "latency_p99_ms", "latency_min_ms", "latency_mean_ms", "latency_cv", "latency_ci_pct",
@@ -87,18 +89,30 @@ def ordered(df: pd.DataFrame) -> pd.DataFrame:
 def build_sections(df: pd.DataFrame) -> tuple[list[str], list[Section]]:
     """(headline sentences, sections)."""
     ok, failed = ordered(df[df["status"] == "ok"]), df[df["status"] != "ok"]
+    scenario_rows, ok = ok[~closed_loop(ok)], ok[closed_loop(ok)]
     front = pareto_mask(df)
     ok = ok.assign(pareto=np.where(front[ok.index], "yes", ""))
     ok, baseline = _baseline(ok)
     shown = [c if c != "speedup_vs_baseline" else next((h for h in ok.columns if h.startswith(c)), c) for c in SHOWN]
     classes = [" ".join(name for name, on in (("pareto", p), ("unstable", u)) if on)
                for p, u in zip(front[ok.index], unstable(ok), strict=True)]
-    summary = (f"{len(df)} cells: {len(ok)} ok, {len(failed)} failed. p50 latency in ms with its 95 % interval; "
+    counts = (f"{len(df)} cells: {len(ok) + len(scenario_rows)} ok, {len(failed)} failed"
+              + (f" ({len(scenario_rows)} measured by deployment scenarios)" if len(scenario_rows) else "") + ".")
+    summary = (f"{counts} Closed-loop timing: p50 latency in ms with its 95 % interval; "
                f"speedup = {baseline} p50 / cell p50; top1_delta_pp = cell top-1 - baseline top-1 (points); "
                "Pareto rows highlighted, unstable rows struck through and never ranked.")
-    out = [Section("Results", summary, table(ok, [*shown, *MORE], shown, classes))]
-    out.append(Section("Pareto front", "Stable cells no other stable cell of the same model, dataset and batch beats "
-                       "on both p50 latency and accuracy.", table(ordered(df[front]), PARETO)))
+    out = []
+    if not ok.empty or scenario_rows.empty:  # a sweep of scenario cells alone has no closed-loop ranking
+        out.append(Section("Results", summary, table(ok, [*shown, *MORE], shown, classes)))
+        out.append(Section("Pareto front", "Stable cells no other stable cell of the same model, dataset and batch "
+                           "beats on both p50 latency and accuracy.", table(ordered(df[front]), PARETO)))
+    if not scenario_rows.empty:
+        out.append(Section(SERVING, ("" if out else f"{counts} ") + " ".join(serving.sentences(df))
+                           + " Figures from MLPerf LoadGen (its logs in loadgen_logs) and the concurrency sweeps "
+                           "(each level in curve_file); energy from NVML where the GPU has a counter, else empty "
+                           "with energy_note saying why.",
+                           table(scenario_rows, [*serving.SCENARIO_TABLE, *serving.SCENARIO_MORE],
+                                 serving.SCENARIO_TABLE)))
     if not failed.empty:
         out.append(Section("Failed cells", f"{len(failed)} cell(s) did not finish; each is a row with its error.",
                            table(failed, FAILED)))
@@ -116,4 +130,4 @@ def build_sections(df: pd.DataFrame) -> tuple[list[str], list[Section]]:
                            "runs.", table(noted, GPU_STATE)))
     env = df[[c for c in ENV if c in df.columns]].drop_duplicates().rename(columns=lambda c: c.removeprefix("env_"))
     out.append(Section("Environment", "One row per distinct runner.", table(env, list(env.columns))))
-    return headline(df), out
+    return headline(df) + serving.sentences(df), out

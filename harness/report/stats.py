@@ -32,13 +32,14 @@ def _thin(x: np.ndarray) -> np.ndarray:
     return x if len(x) <= MAX_SAMPLES else x[np.linspace(0, len(x) - 1, MAX_SAMPLES).astype(int)]
 
 
-def bootstrap_ratio(base: np.ndarray, cur: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """95 % percentile-bootstrap interval of median(cur) / median(base); seeded, so a verdict is repeatable."""
+def bootstrap_ratio(base: np.ndarray, cur: np.ndarray, seed: int = 0, q: float = 50.0) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of percentile_q(cur) / percentile_q(base) (the medians by default; the
+    p99s for scenario cells); seeded, so a verdict is repeatable."""
     rng = np.random.default_rng(seed)
     ratios = []
     for _ in range(RESAMPLES // 100):  # in chunks: 100 resamples of 4000 samples are 3 MB
-        b = np.median(rng.choice(base, (100, len(base))), axis=1)
-        c = np.median(rng.choice(cur, (100, len(cur))), axis=1)
+        b = np.percentile(rng.choice(base, (100, len(base))), q, axis=1)
+        c = np.percentile(rng.choice(cur, (100, len(cur))), q, axis=1)
         ratios.append(c / b)
     lo, hi = np.percentile(np.concatenate(ratios), [2.5, 97.5])
     return float(lo), float(hi)

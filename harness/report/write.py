@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.fileio import atomic_write
-from harness.report import html, markdown
+from harness.report import html, markdown, serving
 from harness.report.charts import figures
 from harness.report.sections import build_sections
 
@@ -19,7 +19,7 @@ def write_report(df: pd.DataFrame, out_dir: Path, title: str, tables: bool = Tru
     headline, sections = build_sections(df)
     written = {"markdown": out_dir / "report.md", "html": out_dir / "report.html"}
     atomic_write(written["markdown"], markdown.render(title, headline, sections, "results.csv"))
-    atomic_write(written["html"], html.render(title, headline, sections, figures(df)))
+    atomic_write(written["html"], html.render(title, headline, sections, {**figures(df), **serving.figures(df)}))
     if tables:
         written["csv"] = out_dir / "results.csv"
         atomic_write(written["csv"], df.to_csv(index=False))

@@ -15,11 +15,13 @@ from harness.cuda import BINDINGS as CUDA_BINDINGS
 from harness.errors import HarnessError
 from harness.export.verify import LEVELS as VERIFY_LEVELS
 from harness.fileio import read_user_text
+from harness.measure.deploy import MODES as SCENARIO_MODES
+from harness.measure.loadgen import CLOSED_LOOP, DEFAULT_BOUND_MS, DEFAULT_SAMPLES_PER_QUERY
 from harness.models.registry import ModelSpec, model_names, resolve_model
 from harness.quantize.config import CALIBRATORS, MODELOPT_CALIBRATORS, MODES, TOOLS
 
 QUANTIZED = ("int8", "int8-fp16")  # precisions whose cells expand over quantization tools, modes and calibrators
-CELL_KEYS = ("model", "dataset", "backend", "precision", "tool", "mode", "calibrator", "batch")
+CELL_KEYS = ("model", "dataset", "backend", "precision", "tool", "mode", "calibrator", "batch", "scenario")
 SECTIONS = {
     "quantization": {"tools": ["pq"], "modes": ["selective"], "calibrators": ["entropy"], "percentile": 99.99,
                      "calib_batches": 4, "calib_batch_size": 32, "quantize_head": False,
@@ -27,6 +29,9 @@ SECTIONS = {
     "timing": {"warmup_s": 0.2, "iterations": 50, "duration_s": 1.0, "repeats": 3, "max_s": 10.0,
                "ci_target_pct": None, "interleave": False, "cuda_binding": "auto", "profile": False},
     "evaluation": {"split": "val", "limit": None},
+    # The `scenarios:` axis' cells other than closed-loop (harness.measure.deploy); its keys enter those cells' ids.
+    "scenario": {"duration_s": 2.0, "target_qps": None, "latency_bound_ms": DEFAULT_BOUND_MS, "find_max_qps": None,
+                 "samples_per_query": DEFAULT_SAMPLES_PER_QUERY, "official": False, "concurrency": [1, 2, 4, 8]},
     "build": {"max_batch": None, "workspace_mb": 4096, "opt_level": 3, "verify": "strict"},
     # Where the cells run when the sweep is given --executor ray|slurm; no part of a cell's id.
     "executor": {"max_retries": 2, "accelerator_type": None, "partition": None, "account": None,
@@ -34,8 +39,13 @@ SECTIONS = {
                  "logs": None},
 }
 LATER_TIMING_KEYS = ("cuda_binding", "profile")  # not in a cell's id while at their defaults (harness.sweep.matrix)
-TOP_KEYS = ("name", "description", "models", "datasets", "backends", "precisions", "batch_sizes", *SECTIONS,
-            "baseline", "include", "exclude")
+# The `scenario` keys that shape each scenario's result (and so its cells' ids).
+SCENARIO_KEYS = {"single-stream": ("duration_s", "official"), "offline": ("duration_s", "official"),
+                 "multi-stream": ("duration_s", "official", "samples_per_query"),
+                 "server": ("duration_s", "official", "target_qps", "latency_bound_ms", "find_max_qps"),
+                 "concurrency": ("duration_s", "concurrency")}
+TOP_KEYS = ("name", "description", "models", "datasets", "backends", "precisions", "batch_sizes", "scenarios",
+            *SECTIONS, "baseline", "include", "exclude")
 
 
 @dataclass
@@ -58,6 +68,8 @@ class Experiment:
     include: list[dict] = field(default_factory=list)
     exclude: list[dict] = field(default_factory=list)
     executor: dict = field(default_factory=lambda: dict(SECTIONS["executor"]))
+    scenarios: list[str] = field(default_factory=lambda: [CLOSED_LOOP])
+    scenario: dict = field(default_factory=lambda: dict(SECTIONS["scenario"]))
 
     @property
     def models(self) -> list[str]:
@@ -177,6 +189,26 @@ def _check_modelopt(r: _Reader, key: str, settings: dict[str, list]) -> None:
         raise r.fail(f"{key}.calibrator", f"tool modelopt calibrates with {' or '.join(MODELOPT_CALIBRATORS)}")
 
 
+def _scenario(r: _Reader, raw: dict, scenarios: list[str]) -> dict:
+    """The `scenario` section, checked; find_max_qps defaults to true when no target_qps is given."""
+    section = _section(r, raw, "scenario")
+    r.number(section["duration_s"], "scenario.duration_s", 0)
+    r.number(section["latency_bound_ms"], "scenario.latency_bound_ms", 0)
+    r.number(section["samples_per_query"], "scenario.samples_per_query", 1, integer=True)
+    r.flag(section["official"], "scenario.official")
+    section["concurrency"] = sorted(r.values(section["concurrency"], "scenario.concurrency", kind=int))
+    if section["target_qps"] is not None:
+        r.number(section["target_qps"], "scenario.target_qps", 0)
+        if section["target_qps"] == 0:
+            raise r.fail("scenario.target_qps", "0 must be a positive rate (queries per second)")
+    if section["find_max_qps"] is None:
+        section["find_max_qps"] = section["target_qps"] is None
+    r.flag(section["find_max_qps"], "scenario.find_max_qps")
+    if "server" in scenarios and not section["find_max_qps"] and section["target_qps"] is None:
+        raise r.fail("scenario.find_max_qps", "false needs scenario.target_qps: the server cells need a rate")
+    return section
+
+
 def _cell_values(r: _Reader, key: str, cell_key: str, value, allowed: dict) -> list:
     if cell_key == "batch":
         return r.values(value, key, kind=int)
@@ -229,7 +261,8 @@ def load_experiment(path: Path) -> Experiment:
     specs = _models(r, raw["models"])
     quant = _section(r, raw, "quantization")
     allowed = {"model": list(specs), "backend": backend_names(), "precision": PRECISIONS, "tool": TOOLS,
-               "mode": MODES, "calibrator": CALIBRATORS}
+               "mode": MODES, "calibrator": CALIBRATORS, "scenario": SCENARIO_MODES}
+    scenarios = r.values(raw.get("scenarios", [CLOSED_LOOP]), "scenarios", SCENARIO_MODES)
     quant["tools"] = r.values(quant["tools"], "quantization.tools", TOOLS)
     quant["modes"] = r.values(quant["modes"], "quantization.modes", MODES)
     quant["calibrators"] = r.values(quant["calibrators"], "quantization.calibrators", CALIBRATORS)
@@ -287,5 +320,6 @@ def load_experiment(path: Path) -> Experiment:
         backends=r.values(raw.get("backends", ["cpu"]), "backends", backend_names()),
         precisions=r.values(raw["precisions"], "precisions", PRECISIONS),
         batch_sizes=batch_sizes, quantization=quant, timing=timing, evaluation=evaluation, build=build,
-        baseline=baseline, include=include, exclude=exclude, executor=executor,
+        baseline=baseline, include=include, exclude=exclude, executor=executor, scenarios=scenarios,
+        scenario=_scenario(r, raw, scenarios + [s for rule in include for s in rule.get("scenario", [])]),
     )

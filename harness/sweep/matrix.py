@@ -7,8 +7,9 @@ from dataclasses import asdict, dataclass, replace
 
 from harness.build import sha256_json
 from harness.errors import HarnessError
+from harness.measure.loadgen import CLOSED_LOOP
 from harness.quantize.config import MODELOPT_CALIBRATORS, QuantConfig
-from harness.sweep.experiment import LATER_TIMING_KEYS, QUANTIZED, SECTIONS, Experiment
+from harness.sweep.experiment import LATER_TIMING_KEYS, QUANTIZED, SCENARIO_KEYS, SECTIONS, Experiment
 
 
 @dataclass(frozen=True)
@@ -24,13 +25,15 @@ class Cell:
     mode: str | None
     calibrator: str | None
     batch: int
+    scenario: str = CLOSED_LOOP  # how it is measured: harness's timed loop, a LoadGen scenario, or concurrency
 
     def settings(self) -> dict:
         return asdict(self)
 
     def label(self) -> str:
         quant = f" {self.mode or self.tool}/{self.calibrator}" if self.tool else ""
-        return f"{self.model} {self.dataset} {self.backend} {self.precision}{quant} b{self.batch}"
+        how = "" if self.scenario == CLOSED_LOOP else f" {self.scenario}"
+        return f"{self.model} {self.dataset} {self.backend} {self.precision}{quant} b{self.batch}{how}"
 
 
 def quant_config(exp: Experiment, cell: Cell) -> QuantConfig | None:
@@ -48,26 +51,31 @@ def cell_id(exp: Experiment, cell: Cell) -> str:
     quant = quant_config(exp, cell)
     # Timing keys added after the first release count only when set, so stored results keep their ids.
     timing = {k: v for k, v in exp.timing.items() if k not in LATER_TIMING_KEYS or v != SECTIONS["timing"][k]}
-    return sha256_json({"cell": cell.settings(), "model": exp.specs[cell.model].to_dict(),
+    # Closed-loop cells hash as they did before scenarios existed; the others with the settings of their scenario.
+    settings, extra = cell.settings(), {}
+    if settings.pop("scenario") != CLOSED_LOOP:
+        settings["scenario"] = cell.scenario
+        extra["scenario"] = {k: exp.scenario[k] for k in SCENARIO_KEYS[cell.scenario]}
+    return sha256_json({"cell": settings, "model": exp.specs[cell.model].to_dict(),
                         "quant": quant.to_dict() if quant else None, "timing": timing,
-                        "evaluation": exp.evaluation, "build": exp.build})[:16]
+                        "evaluation": exp.evaluation, "build": exp.build, **extra})[:16]
 
 
 def _cells(exp: Experiment, axes: dict[str, list]) -> list[Cell]:
     """The product of the axes; quantized precisions also take every tool with its modes x calibrators (pq: all
     of them; modelopt: no mode, the calibrators it offers), others none."""
     cells = []
-    for model, dataset, backend, precision, batch in itertools.product(
-        axes["model"], axes["dataset"], axes["backend"], axes["precision"], axes["batch"]
+    for model, dataset, backend, precision, batch, scenario in itertools.product(
+        axes["model"], axes["dataset"], axes["backend"], axes["precision"], axes["batch"], axes["scenario"]
     ):
         if precision not in QUANTIZED:
-            cells.append(Cell(model, dataset, backend, precision, None, None, None, batch))
+            cells.append(Cell(model, dataset, backend, precision, None, None, None, batch, scenario))
             continue
         for tool in axes["tool"]:
             modes = [None] if tool == "modelopt" else axes["mode"]
             calibrators = [c for c in axes["calibrator"] if tool != "modelopt" or c in MODELOPT_CALIBRATORS]
             for mode, calibrator in itertools.product(modes, calibrators):
-                cells.append(Cell(model, dataset, backend, precision, tool, mode, calibrator, batch))
+                cells.append(Cell(model, dataset, backend, precision, tool, mode, calibrator, batch, scenario))
     return cells
 
 
@@ -79,7 +87,7 @@ def expand(exp: Experiment) -> list[Cell]:
     """Axes product minus `exclude`, plus `include` slices (each a sub-matrix over the keys it leaves out)."""
     axes = {"model": exp.models, "dataset": exp.datasets, "backend": exp.backends, "precision": exp.precisions,
             "batch": exp.batch_sizes, "tool": exp.quantization["tools"], "mode": exp.quantization["modes"],
-            "calibrator": exp.quantization["calibrators"]}
+            "calibrator": exp.quantization["calibrators"], "scenario": exp.scenarios}
     cells = [c for c in _cells(exp, axes) if not any(_matches(c, rule) for rule in exp.exclude)]
     for rule in exp.include:
         implied = {"tool": ["pq"]} if "mode" in rule else {}  # modes are pq's: a rule naming one adds pq cells

@@ -8,15 +8,15 @@ from collections.abc import Callable, Hashable
 
 
 def cell_kinds(cells: list) -> list[tuple]:
-    """What a cell's time resembles: backend, precision, mode, and whether it is the first of its work group
-    (the one that pays for calibration and export)."""
+    """What a cell's time resembles: backend, precision, mode, whether it is the first of its work group (the one
+    that pays for calibration and export), and how it is measured (a max-QPS search takes many runs)."""
     from harness.sweep.matrix import work_key
 
     seen: set[tuple] = set()
     kinds = []
     for cell in cells:
         key = work_key(cell)
-        kinds.append((cell.backend, cell.precision, cell.mode, key not in seen))
+        kinds.append((cell.backend, cell.precision, cell.mode, key not in seen, getattr(cell, "scenario", None)))
         seen.add(key)
     return kinds
 

@@ -20,15 +20,19 @@ from harness.build import backend_for, build_artifact, export_check, load_engine
 from harness.data.datasets import SyntheticDataset, resolve_dataset
 from harness.errors import HarnessError, MissingDependency
 from harness.fileio import machine_fault
+from harness.measure.energy import EnergyMeter, closed_loop_energy
 from harness.measure.evaluate import check_deployed, evaluate, reference_outputs
 from harness.measure.latency import latency_stats
+from harness.measure.loadgen import CLOSED_LOOP
 from harness.measure.samples import write_samples
+from harness.measure.serving import library_for
 from harness.measure.stability import StopRule, interval, load_average, time_until_stable
 from harness.sweep import environment
 from harness.sweep.claims import CellClaims
 from harness.sweep.experiment import Experiment
 from harness.sweep.matrix import Cell, baseline_of, cell_id, quant_config, work_key
 from harness.sweep.progress import Progress, cell_kinds
+from harness.sweep.scenario_cell import measure_cell
 from harness.sweep.store import ResultStore
 
 CELL_FIELDS = [f.name for f in fields(Cell)]
@@ -149,13 +153,15 @@ def time_cell(ws: Workspace, cell: Cell, runners: dict) -> dict[str, dict]:
     x = cell_input(spec, cell.batch)
     rule = StopRule.of(timing, cell.backend)
     load_before = load_average()
-    with GpuMonitor(enabled=any(getattr(r, "on_gpu", False) for r in runners.values())) as gpu:
+    on_gpu = any(getattr(r, "on_gpu", False) for r in runners.values())
+    with GpuMonitor(enabled=on_gpu) as gpu, EnergyMeter(on_gpu) as meter:
         runs = time_until_stable(
             {cid: (lambda r=r: r.time(x, timing["warmup_s"], timing["iterations"], timing["duration_s"]))
              for cid, r in runners.items()},
             dict.fromkeys(runners, rule))
     extra = {"load_avg_before": load_before, "load_avg_after": load_average(), **gpu.columns()}
-    return {cid: {**timing_columns(timed, cell.batch, rule.target_pct), **extra,
+    columns = {cid: timing_columns(timed, cell.batch, rule.target_pct) for cid, timed in runs.items()}
+    return {cid: {**columns[cid], **extra, **closed_loop_energy(meter, columns[cid]["throughput_ips"], len(runs)),
                   "samples_file": write_samples(ws.store.root, cid, [t.latency_ms for t in timed])}
             for cid, timed in runs.items()}
 
@@ -274,7 +280,11 @@ def run_cell(ws: Workspace, cell: Cell) -> dict:
         meta, runner, onnx = open_artifact(ws, cell, row)
         row["failed_stage"] = "time"
         cid = row["cell_id"]
-        row.update(ws.timed.pop(cid, None) or time_cell(ws, cell, {cid: runner})[cid])
+        if cell.scenario == CLOSED_LOOP:
+            row.update(ws.timed.pop(cid, None) or time_cell(ws, cell, {cid: runner})[cid])
+        else:
+            library = ws.once(("library", cell.model), lambda: library_for(spec))
+            row.update(measure_cell(ws.store.root, cid, cell, runner, library, exp, ws.log))
         if exp.timing["profile"]:
             row["failed_stage"] = "profile"
             row.update(_profile(ws, runner, spec, row))
@@ -382,7 +392,7 @@ def run_sweep(ws: Workspace, cells: list[Cell], matrix: list[Cell], retry_failed
         ws.log(f"skipped {skipped} finished cell(s) already in {ws.store.cells}")
     table = ws.store.write_tables(order)
     if exp.timing["interleave"] and executor is run_local:  # workers elsewhere time their own cells
-        time_interleaved(ws, todo)
+        time_interleaved(ws, [c for c in todo if c.scenario == CLOSED_LOOP])
     kinds = dict(zip((cell_id(exp, c) for c in todo), cell_kinds(todo), strict=True))
     progress = Progress(list(kinds.values()), ws.log)
     failed = ran = 0

@@ -7,6 +7,7 @@ set_tensor_address) and execution is execute_async_v3 on the runner's own stream
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,6 +183,50 @@ class TensorRTRunner(Runner):
         return trtexec_timing(self.cuda, queries, warmup_s, iterations, duration_s, graph, settings["spin_wait"],
                               self.convention)
 
+    def serving(self, workers: int, streams: int = 1) -> list:
+        """`workers` callables over `streams` new lanes (contexts and streams of their own, so infer and time are
+        untouched). Worker i enqueues on lane i mod streams with its own page-locked and device buffers, under the
+        lane's lock (a context takes one caller at a time), and waits on its own event outside it: with
+        workers = streams + 1 one batch is enqueued ahead of the one being waited on, as trtexec does and as
+        Triton's TensorRT backend double-buffers its bindings."""
+        lanes = [Lane(self.engine.create_execution_context(), self.cuda.stream()) for _ in range(streams)]
+        self.serving_lanes = lanes  # dropped by close() before the CUDA layer lets go
+        locks = [threading.Lock() for _ in lanes]
+        return [self._serving_slot(lanes[i % streams], locks[i % streams]) for i in range(workers)]
+
+    def _serving_slot(self, lane: Lane, lock: threading.Lock):
+        """Buffers for the profile's largest batch; each call runs a batch of any size up to it."""
+        cuda, stream, context, name_in = self.cuda, lane.stream, lane.context, self.input_name
+        largest = tuple(self.engine.get_tensor_profile_shape(name_in, 0)[2])
+        with lock, cuda.current():
+            if not context.set_input_shape(name_in, largest):
+                raise HarnessError(f"the engine refuses its own largest input shape {largest}")
+            dims = {n: tuple(context.get_tensor_shape(n)) for n in (*self.inputs, *self.outputs)}
+            host = {n: cuda.host_empty(d, self.dtypes[n]) for n, d in dims.items()}
+            device = {n: cuda.device_empty(host[n].nbytes) for n in dims}
+            done = cuda.event(blocking=True)
+
+        def run(x: np.ndarray) -> np.ndarray:
+            n = len(x)
+            with cuda.current():
+                with lock:
+                    if not context.set_input_shape(name_in, tuple(x.shape)):
+                        raise HarnessError(f"batch of {n} is outside the engine's profile {largest[0]}; serve with "
+                                           "a smaller --batch")
+                    for name, buffer in device.items():
+                        context.set_tensor_address(name, buffer.ptr)
+                    np.copyto(host[name_in][:n], x, casting="same_kind")
+                    cuda.h2d_async(device[name_in], host[name_in][:n], stream)
+                    if not context.execute_async_v3(stream.handle):
+                        raise HarnessError("TensorRT execute_async_v3 failed; its log above says why")
+                    for name in self.outputs:
+                        cuda.d2h_async(host[name][:n], device[name], stream)
+                    done.record(stream)
+                done.synchronize()
+            return host[self.outputs[0]][:n].astype(np.float32, copy=True)
+
+        return run
+
     def layer_times(self, x: np.ndarray, iterations: int = 50, warmup: int = 5) -> dict[str, list[float]]:
         """A separate run with TensorRT's profiler attached: per layer, the ms of each of `iterations` runs.
 
@@ -215,7 +260,7 @@ class TensorRTRunner(Runner):
         """Drop TensorRT's objects before the CUDA layer lets go of its context."""
         if getattr(self, "cuda", None) is None:
             return
-        for name in ("lanes", "engine", "runtime"):
+        for name in ("serving_lanes", "lanes", "engine", "runtime"):
             self.__dict__.pop(name, None)
         self.cuda.close()
         self.cuda = None
