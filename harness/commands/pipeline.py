@@ -11,6 +11,8 @@ from harness.backends.base import PRECISIONS
 from harness.build import build_artifact, check_input_shape, load_engine
 from harness.commands.common import (
     FILE_OUT,
+    NON_NEGATIVE,
+    SECONDS,
     build_options,
     check_cuda_binding,
     cuda_binding_option,
@@ -141,12 +143,12 @@ def _runner_opts(meta, runner, opt_in: dict[str, bool], opt_out: dict[str, bool]
 @click.argument("engine", type=click.Path(path_type=Path))
 @click.option("--batch", type=click.IntRange(1), default=None, help="Batch size (default: the engine's opt).")
 @click.option("--shape", default=None, metavar="NxCxHxW", help="Full input shape instead of --batch.")
-@click.option("--warmup", type=click.FloatRange(0), default=0.2, show_default=True, help="Warm-up seconds.")
+@click.option("--warmup", type=SECONDS, default=0.2, show_default=True, help="Warm-up seconds.")
 @click.option("--iterations", type=click.IntRange(1), default=100, show_default=True,
               help="Minimum timed iterations.")
-@click.option("--duration", type=click.FloatRange(0), default=3.0, show_default=True,
+@click.option("--duration", type=SECONDS, default=3.0, show_default=True,
               help="Minimum timed seconds.")
-@click.option("--cv-warn", type=click.FloatRange(0), default=None,
+@click.option("--cv-warn", type=NON_NEGATIVE, default=None,
               help=f"Warn when the latency coefficient of variation exceeds this (default {CV_WARN:g}; "
                    "tensorrt engines 0.025, as trtexec).")
 @click.option("--cuda-graph", is_flag=True, help="TensorRT 10: capture the enqueue in a CUDA graph (11: default).")
