@@ -173,6 +173,11 @@ def compare(sources, weights, input_shape, dataset, split, limit, seed, load_inp
     where = settings.get("kind", "inputs")
     detail = (f"{settings['dataset']}/{settings['split']}" if where == "dataset"
               else f"seed {settings['seed']}" if where == "synthetic" else where)
+    passed = all(d.passed for d, _, _ in rows) if rows else not tolerances.given
+    if json_out:  # the results first, then what is printed
+        write_json(json_out, {"a": a.label, "b": b.label, "inputs": settings, "samples": len(x),
+                              "criteria": tolerances.describe() if tolerances.given else None,
+                              "outputs": [d.to_dict() for d, _, _ in rows], "passed": passed})
     click.echo(f"A (reference) {a.label}\nB (test)      {b.label}\n{len(x)} inputs ({where}, {detail})")
     click.echo(f"criteria: {tolerances.describe()}" if tolerances.given else
                "criteria: none given (figures only; NaN/Inf that A lacks still fails)")
@@ -180,14 +185,9 @@ def compare(sources, weights, input_shape, dataset, split, limit, seed, load_inp
         print_table(_diff_rows(d), f"output {d.name} ({'x'.join(map(str, d.shape))})")
         verdict = "PASS" if tolerances.given else "figures only, no criterion given"
         click.echo(f"  {verdict if d.passed else 'FAIL: ' + '; '.join(d.failures)}")
-    passed = all(d.passed for d, _, _ in rows)
     if not rows:
         click.echo(f"no outputs to compare ({len(x)} inputs)")
-        passed = not tolerances.given
     if json_out:
-        write_json(json_out, {"a": a.label, "b": b.label, "inputs": settings, "samples": len(x),
-                              "criteria": tolerances.describe() if tolerances.given else None,
-                              "outputs": [d.to_dict() for d, _, _ in rows], "passed": passed})
         click.echo(f"wrote {json_out}")
     if plot and rows:
         click.echo(f"wrote {error_plot(rows, plot, (a.label, b.label))}")

@@ -182,6 +182,10 @@ def bench(engine, batch, shape, warmup, iterations, duration, cv_warn, cuda_grap
     with GpuMonitor(enabled=getattr(runner, "on_gpu", False)) as gpu:
         stats = latency_stats(runner.time(x, warmup, iterations, duration, **opts))
     state = gpu.columns()
+    out = json_out or Path("reports") / "bench" / f"{Path(meta.artifact).stem}-{'x'.join(map(str, dims))}.json"
+    write_json(out, {"engine": meta.artifact, "backend": meta.backend, "precision": meta.precision,
+                     "cuda_binding": getattr(runner, "cuda_binding", None), "shape": list(dims), **stats.to_dict(),
+                     **state})  # the results first: a reader that goes away (| head -1) must not lose them
     rows = [(k, v) for k, v in stats.to_dict().items() if k not in ("components", "includes")]
     for part, s in stats.components.items():
         rows += [(f"{part} p50_ms", s["p50_ms"]), (f"{part} p99_ms", s["p99_ms"])]
@@ -189,10 +193,6 @@ def bench(engine, batch, shape, warmup, iterations, duration, cv_warn, cuda_grap
     warnings = stats.warnings(cv_warn if cv_warn is not None else getattr(runner, "cv_warn", CV_WARN))
     for warning in warnings + ([state["gpu_state_note"]] if state["gpu_state_note"] else []):
         click.echo(f"warning: {warning}", err=True)
-    out = json_out or Path("reports") / "bench" / f"{Path(meta.artifact).stem}-{'x'.join(map(str, dims))}.json"
-    write_json(out, {"engine": meta.artifact, "backend": meta.backend, "precision": meta.precision,
-                     "cuda_binding": getattr(runner, "cuda_binding", None), "shape": list(dims), **stats.to_dict(),
-                     **state})
     click.echo(f"wrote {out}")
 
 
@@ -229,6 +229,10 @@ def eval_cmd(engine, dataset, split, batch, limit, json_out, cuda_binding):
     size = batch or meta.batch[2]
     check_input_shape(meta, (size, *meta.input_shape), "--batch")
     result = evaluate(runner, data, split, (meta.batch[0], size), limit)
+    out = json_out or Path("reports") / "eval" / f"{Path(meta.artifact).stem}.json"
+    write_json(out, {"engine": meta.artifact, "precision": meta.precision, "quant": meta.quant, "dataset": dataset,
+                     "cuda_binding": getattr(runner, "cuda_binding", None),
+                     "split": split, **result.to_dict()})  # the results first, then what is printed
     rows = [("samples", result.samples), ("top1 %", result.top1), ("top5 %", result.top5),
             ("fp32 torch top1 %", result.reference_top1), ("top1 change vs fp32 (points)", result.top1_delta),
             ("top1 agreement with fp32 torch %", result.top1_agreement),
@@ -241,8 +245,4 @@ def eval_cmd(engine, dataset, split, batch, limit, json_out, cuda_binding):
     if result.reference_degenerate:
         click.echo(f"warning: the FP32 reference's outputs are degenerate ({result.reference_degenerate}): agreement, "
                    "max abs error and SQNR are not scored; load trained weights with --weights", err=True)
-    out = json_out or Path("reports") / "eval" / f"{Path(meta.artifact).stem}.json"
-    write_json(out, {"engine": meta.artifact, "precision": meta.precision, "quant": meta.quant, "dataset": dataset,
-                     "cuda_binding": getattr(runner, "cuda_binding", None),
-                     "split": split, **result.to_dict()})
     click.echo(f"wrote {out}")
