@@ -68,10 +68,9 @@ def _write_error(exc: BaseException, *paths: Path) -> bool:
     """Whether `exc` is a failure to write one of `paths` or of the machine (full disk, quota, read-only ...)."""
     if isinstance(exc, WriteFailed):
         return False  # already names its file
-    if machine_fault(exc):
-        return True
-    names = {str(p) for p in paths}
-    return isinstance(exc, OSError) and (exc.filename is None or str(exc.filename) in names)
+    if isinstance(exc, OSError):  # of this file, or of the disk whichever file (not a build reading its input)
+        return exc.filename is None or str(exc.filename) in {str(p) for p in paths} or exc.errno in DISK_ERRNOS
+    return machine_fault(exc) is not None  # a library's wrapper (torch.save: "file write failed")
 
 
 def make_folder(folder: Path, for_path: Path | None = None) -> Path:
@@ -219,7 +218,8 @@ def expect_file(path: Path, what: str, missing: str | None = None) -> Path:
 
 
 # Failures of the machine, not of the work: a cell that meets one has no result, and the run stops.
-MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
+MACHINE_ERRNOS = DISK_ERRNOS | {errno.EACCES, errno.EPERM}
 MACHINE_TEXT = ("No space left on device", "Disk quota exceeded", "File too large", "Read-only file system",
                 "file write failed")
 MACHINE_FIXES = {
