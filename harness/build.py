@@ -248,10 +248,10 @@ def sidecar_of(path: Path) -> Path:
 
 def load_engine(path: Path, cuda_binding: str = "auto") -> tuple[EngineMeta, Runner]:
     """Open an artifact (or its sidecar), verifying its hash so a corrupt file fails with a clear line."""
-    path = Path(path)
+    from harness.fileio import expect_file
+
+    path = expect_file(Path(path), "engine", "build one with harness build-engine")
     meta_path = sidecar_of(path)
-    if not path.exists():
-        raise HarnessError(f"engine {path}: no such file; build one with harness build-engine")
     if not meta_path.is_file():
         raise HarnessError(f"engine {path}: its sidecar {meta_path.name} is missing; rebuild with build-engine")
     meta = EngineMeta.load(meta_path)

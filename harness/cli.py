@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import importlib
 import traceback
 
@@ -32,17 +31,6 @@ COMMANDS = {
 }
 
 
-# Failures of the machine, not of the input: say which file and what to do about it.
-_MACHINE_FIXES = {
-    errno.ENOSPC: "free disk space there and run the command again (finished work is kept)",
-    errno.EDQUOT: "free space in your quota and run the command again (finished work is kept)",
-    errno.EACCES: "make it writable (or choose another path) and run the command again",
-    errno.EPERM: "make it writable (or choose another path) and run the command again",
-    errno.EROFS: "the file system is read-only: choose another path",
-    errno.EISDIR: "that is a folder: give a file path",
-}
-
-
 class Group(click.Group):
     """Loads commands lazily, and turns unexpected exceptions into one line too (--debug: the traceback)."""
 
@@ -64,15 +52,15 @@ class Group(click.Group):
             raise
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except BrokenPipeError:
-            raise  # `harness eval ... | head -1`: click ends quietly when the reader has gone
         except KeyboardInterrupt:
             raise click.Abort() from None
         except Exception as exc:
             if (ctx.obj or {}).get("debug"):
                 raise
-            if isinstance(exc, OSError) and exc.errno in _MACHINE_FIXES:
-                raise HarnessError(f"{exc.filename or 'a file'}: {exc.strerror}; {_MACHINE_FIXES[exc.errno]}") from exc
+            from harness.fileio import MACHINE_FIXES
+
+            if isinstance(exc, OSError) and exc.errno in MACHINE_FIXES:
+                raise HarnessError(f"{exc.filename or 'a file'}: {exc.strerror}; {MACHINE_FIXES[exc.errno]}") from exc
             raise HarnessError(f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)") from exc
 
 
@@ -89,4 +77,7 @@ def cli(ctx, debug):
 
 
 def main() -> None:
+    from harness.closed_pipe import quiet_when_closed
+
+    quiet_when_closed()  # `harness eval ENGINE | head -1` still writes its JSON and exits as it would have
     cli(prog_name="harness")

@@ -9,6 +9,11 @@ class HarnessError(click.ClickException):
     exit_code = 2
 
 
+class MachineFault(HarnessError):
+    """The machine failed under a sweep (a full disk, a file too large, a folder that cannot be written): no result
+    of the cell it happened in, so nothing is stored for that cell and the run stops."""
+
+
 class MissingDependency(HarnessError):
     """A backend or tool this machine lacks: a sweep reports such cells apart from real failures."""
 

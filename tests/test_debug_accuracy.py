@@ -251,3 +251,54 @@ def test_search_finds_the_needed_layers_in_few_evaluations():
     search = Search(order, measure)
     assert search.run() == ["l0", "l2"]
     assert len(search.steps) <= 8 and not search.steps[0].passed and search.steps[1].passed
+
+
+def test_debug_layers_refuses_a_float_file_as_quant_like_debug_qdq(run_cli, outlier):
+    """An FP32 file given as QUANT read every layer at inf dB and 'every layer at or above 20 dB'."""
+    weights, _ = outlier
+    fp32, _ = _files(outlier)
+    for args in (("debug", "layers", fp32, fp32), ("debug", "qdq", fp32, "--min-sqnr", 20)):
+        assert_one_line_error(run_cli(*args, "--weights", weights), f"{fp32}: no weighted layer reads a Q/DQ pair")
+
+
+def test_debug_qdq_refuses_an_impossible_target_before_calibrating(run_cli, tmp_path):
+    result = run_cli("debug", "qdq", *NAIVE_MAX, "--dataset", "synthetic", "--max-top1-drop", 1,
+                     "--engines-dir", tmp_path / "engines")
+    assert_one_line_error(result, "--max-top1-drop needs labels and dataset synthetic has none")
+    assert "calibration" not in result.output and not (tmp_path / "engines" / "calib").exists()
+
+
+def test_an_edited_debug_qdq_step_is_measured_again_not_used(run_cli, outlier, tmp_path):
+    """The step cache has integrity records like every other cache: a step edited to pass is not a measurement."""
+    weights, engines = outlier
+    _, int8 = _files(outlier)
+    args = ("debug", "qdq", int8, "--weights", weights, "--engines-dir", engines / "edited", "--limit", 50,
+            "--min-top1-agreement", 99, "-o", tmp_path / "skip.txt", "--json", tmp_path / "q.json")
+    assert run_cli(*args).exit_code == 0
+    first = json.loads((tmp_path / "q.json").read_text())
+    assert first["steps"][0]["floated"] == [] and not first["steps"][0]["passed"] and first["fallback"]
+    folder = next((engines / "edited" / "debug-qdq").iterdir())
+    step = next(p for p in folder.glob("*.json") if p.name != "order.json" and json.loads(p.read_text())["floated"]
+                == [])
+    step.write_text(json.dumps({**json.loads(step.read_text()), "top1_agreement": 100.0, "sqnr_db": 99.0}))
+    again = run_cli(*args)
+    assert again.exit_code == 0 and f"{step} does not match the hash recorded" in again.output, again.output
+    second = json.loads((tmp_path / "q.json").read_text())
+    assert second["fallback"] == first["fallback"] and second["measured"] == 1  # the edited step, measured again
+    assert second["steps"][0]["top1_agreement"] == first["steps"][0]["top1_agreement"] < 99
+
+
+@pytest.mark.parametrize("check, timeout, message", [
+    ("no-such-command-xyz", 60, "the shell exited 127 (command not found)"),
+    ("sleep 30", 1, "did not finish within 1 s; make it faster or raise --check-timeout"),
+    ("kill -9 $$", 60, "was killed by signal SIGKILL"),
+])
+def test_a_check_that_cannot_give_a_verdict_stops_the_search_instead_of_failing_the_step(run_cli, outlier, tmp_path,
+                                                                                         check, timeout, message):
+    weights, engines = outlier
+    _, int8 = _files(outlier)
+    result = run_cli("debug", "qdq", int8, "--weights", weights, "--engines-dir", engines, "--limit", 50,
+                     "--check", check, "--check-timeout", timeout, "-o", tmp_path / "skip.txt")
+    assert_one_line_error(result, f"--check '{check}'" if " " in check else f"--check {check}", message)
+    assert "waiting for --check" in result.output and "miss the target" not in result.output
+    assert not (tmp_path / "skip.txt").exists()

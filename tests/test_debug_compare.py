@@ -96,4 +96,5 @@ def test_bad_input_is_one_line(run_cli, digits_engine, tmp_path):
                           "saved from resnet18", "not digits-resnet")
     assert_one_line_error(run_cli("compare", "torch:digits-resnet"), "give two sources")
     assert_one_line_error(run_cli("compare", "torch:digits-resnet", "nothing.engine"), "nothing.engine: no such file")
-    assert_one_line_error(run_cli("compare", "torch:digits-resnet", onnx_path, "--atol", "x=abc"), "--atol 'x=abc'")
+    assert_one_line_error(run_cli("compare", "torch:digits-resnet", onnx_path, "--atol", "x=abc"),
+                          "Invalid value for '--atol': 'x=abc': 'abc' is not a number")

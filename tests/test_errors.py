@@ -92,3 +92,57 @@ def test_a_file_that_is_not_utf8_isassert_one_line_error(run_cli, tmp_path, args
     path = tmp_path / "latin1.txt"
     path.write_bytes(b"models: \xff\xfe\n")
     assert_one_line_error(run_cli(*[a.format(file=path) for a in args]), what.format(file=path))
+
+
+def _golden(run_cli, tmp_path):
+    """A golden file of digits-resnet, and damaged copies of it: the audit's BadZipFile, EOFError and KeyError."""
+    import json
+    import zipfile
+
+    import numpy as np
+
+    golden = tmp_path / "golden.npz"
+    assert run_cli("compare", "torch:digits-resnet", "--limit", 4, "--save-outputs", golden).exit_code == 0
+    data = golden.read_bytes()
+    damaged = {"truncated": data[: len(data) // 2], "not a zip": b"PK\x03\x04" + b"x" * 100}
+    for name, raw in damaged.items():
+        (tmp_path / f"{name}.npz").write_bytes(raw)
+    with zipfile.ZipFile(golden) as z, zipfile.ZipFile(tmp_path / "cut member.npz", "w") as out:
+        for member in z.namelist():
+            out.writestr(member, z.read(member)[:200] if member.startswith("input") else z.read(member))
+    with np.load(golden) as f:
+        arrays = {k: f[k] for k in f.files}
+    np.savez(tmp_path / "output missing.npz", **{k: v for k, v in arrays.items() if not k.startswith("output/")})
+    np.savez(tmp_path / "meta not an object.npz", **{**arrays, "meta": np.array(json.dumps([1, 2]))})
+    return golden
+
+
+@pytest.mark.parametrize("name, why", [
+    ("truncated", "not a readable harness golden file (not a zip archive)"),
+    ("not a zip", "not a readable harness golden file (not a zip archive)"),
+    ("cut member", "not a readable harness golden file"),
+    ("output missing", "its metadata lists output 'logits' but the file has no such array"),
+    ("meta not an object", "not a readable harness golden file (its metadata is not a JSON object)"),
+])
+def test_a_damaged_golden_file_is_one_line(run_cli, tmp_path, name, why):
+    _golden(run_cli, tmp_path)
+    path = tmp_path / f"{name}.npz"
+    assert_one_line_error(run_cli("compare", "--load-outputs", path, "torch:digits-resnet"),
+                          f"--load-outputs {path}: {why}")
+    if name != "output missing":  # inputs alone are a valid --load-inputs file
+        assert_one_line_error(run_cli("compare", "torch:digits-resnet", "--load-inputs", path, "--save-outputs",
+                                      tmp_path / "o.npz"), f"--load-inputs {path}")
+
+
+@pytest.mark.parametrize("args, role", [
+    (("compare", "torch:digits-resnet", "{empty}"), "source"),
+    (("debug", "layers", "{onnx}", "{empty}"), "QUANT"),
+    (("debug", "qdq", "{empty}", "--min-sqnr", "20"), "QUANT.onnx"),
+    (("inspect", "{empty}"), "MODEL"),
+], ids=lambda a: a if isinstance(a, str) else " ".join(a[:2]))
+def test_an_empty_onnx_file_is_one_line_not_a_pass(run_cli, tmp_path, digits_engine, args, role):
+    """`inspect empty.onnx` read an empty model and reported no hazard; debug layers raised IndexError."""
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    result = run_cli(*[a.format(empty=empty, onnx=digits_engine.artifact) for a in args])
+    assert_one_line_error(result, f"{role} {empty}: an empty file (0 bytes), not an ONNX model")

@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 import torch
 from onnx import numpy_helper
+from test_cli_errors import assert_one_line_error
 
 from harness import cache_integrity
 from harness.backends.base import BuildOptions
@@ -243,18 +244,117 @@ def test_imagefolder_with_split_folders_but_no_val_is_refused(tmp_path):
 
 
 FIFO_COMMANDS = [("sweep", "{fifo}"), ("quantize", "--model", "digits-resnet", "--skip-from", "{fifo}"),
-                 ("build-engine", "--model", "digits-resnet", "--precision", "int8", "--quant", "{fifo}")]
+                 ("build-engine", "--model", "digits-resnet", "--precision", "int8", "--quant", "{fifo}"),
+                 ("compare", "torch:digits-resnet", "{fifo}"), ("compare", "{fifo}", "torch:digits-resnet"),
+                 ("compare", "torch:digits-resnet", "--load-inputs", "{fifo}", "--save-outputs", "o.npz"),
+                 ("compare", "--load-outputs", "{fifo}", "torch:digits-resnet"),
+                 ("debug", "layers", "{onnx}", "{fifo}"), ("debug", "layers", "{fifo}", "{onnx}"),
+                 ("debug", "qdq", "{fifo}", "--min-sqnr", "20"), ("eval", "{fifo}"), ("bench", "{fifo}"),
+                 ("inspect", "{fifo}"), ("export", "--weights", "{fifo}", "-o", "x.onnx"),
+                 ("report", "compare", "{fifo}", "{fifo}"), ("inspect-engine", "--layer-info", "{fifo}")]
 
 
-@pytest.mark.parametrize("args", FIFO_COMMANDS, ids=lambda a: a[0])
-def test_a_fifo_where_a_file_is_expected_is_refused_not_hung(tmp_path, args):
+@pytest.mark.parametrize("args", FIFO_COMMANDS, ids=lambda a: " ".join(a[:3]))
+def test_a_fifo_where_a_file_is_expected_is_refused_not_hung(tmp_path, args, digits_engine):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
-    cmd = [sys.executable, "-c", "from harness.cli import main; main()", *(a.format(fifo=fifo) for a in args)]
+    cmd = [sys.executable, "-c", "from harness.cli import main; main()",
+           *(a.format(fifo=fifo, onnx=digits_engine.artifact) for a in args)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
-    assert result.returncode != 0
+    assert result.returncode == 2, result.stderr
     assert f"{fifo}: is a FIFO; give a regular file" in result.stderr, result.stderr
+    assert "rerun with --debug" not in result.stderr
+
+
+# --- writes that fail: one line naming the file and the cause ---------------------------------------------------
+
+
+def _refuse_replace(monkeypatch, pattern: str, code: int):
+    """os.replace (atomic_write's commit) fails with `code` for files whose name matches `pattern`."""
+    import errno
+    from fnmatch import fnmatch
+
+    real = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if fnmatch(Path(dst).name, pattern):
+            raise OSError(code, os.strerror(code), str(src))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    return errno
+
+
+WRITE_FAULTS = {  # what the command writes -> the command line ({engine}: an fp32 cpu engine)
+    "eval --json": ("eval", "{engine}", "--limit", "8", "--json", "out/x.json"),
+    "bench --json": ("bench", "{engine}", "--duration", "0.01", "--iterations", "3", "--json", "out/x.json"),
+    "compare --save-outputs": ("compare", "{engine}", "--limit", "4", "--save-outputs", "out/x.npz"),
+    "compare --json": ("compare", "{engine}", "{engine}", "--limit", "4", "--json", "out/x.json"),
+    "export -o": ("export", "--verify", "off", "-o", "out/x.onnx"),
+    "debug demo -o": ("debug", "demo", "-o", "out/x.pt"),
+    "build-engine --engines-dir": ("build-engine", "--engines-dir", "out"),
+}
+
+
+# every command through one errno, every errno through one command
+@pytest.mark.parametrize("what, code", [(what, "ENOSPC") for what in WRITE_FAULTS]
+                         + [("eval --json", code) for code in ("EFBIG", "EDQUOT", "EROFS", "EIO")])
+def test_every_failed_write_names_its_file_and_the_cause(run_cli, monkeypatch, digits_engine, what, code):
+    import errno
+
+    _refuse_replace(monkeypatch, "*", getattr(errno, code))
+    args = [a.format(engine=digits_engine.artifact) for a in WRITE_FAULTS[what]]
+    result = run_cli(*args)
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert result.exit_code == 2 and len(errors) == 1, result.output
+    assert errors[0].startswith("Error: cannot write out") and os.strerror(getattr(errno, code)) in errors[0]
+    assert "rerun with --debug" not in errors[0] and ".tmp" not in errors[0]
+
+
+@pytest.mark.parametrize("args", [
+    ("eval", "{engine}", "--json", "blocker/x.json"), ("compare", "{engine}", "--save-outputs", "blocker/x.npz"),
+    ("compare", "{engine}", "{engine}", "--plot", "blocker/x.png"), ("debug", "qdq", "q.onnx", "-o", "blocker/s.txt"),
+    ("report", "r", "-o", "blocker/report"), ("report", "compare", "a", "b", "--output", "blocker/c.csv"),
+    ("sweep", "x.yaml", "--reports-dir", "blocker/r"), ("build-engine", "--engines-dir", "blocker/e"),
+    ("export", "-o", "blocker/x.onnx"), ("quantize", "-o", "blocker/q.pt"),
+], ids=lambda a: " ".join(a[:2]) + " " + a[-2])
+def test_an_output_path_under_a_file_is_refused_before_any_work(run_cli, tmp_path, digits_engine, args):
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    result = run_cli(*[a.format(engine=digits_engine.artifact) for a in args])
+    assert result.exit_code == 2 and "cannot write blocker/" in result.output, result.output
+    assert "blocker is a file, not a folder" in result.output
+
+
+def test_report_and_its_gate_name_the_file_they_cannot_write(run_cli, tmp_path, monkeypatch):
+    from test_report_compare import latencies, write_run
+
+    run = write_run(tmp_path / "run", {1: latencies(np.random.default_rng(0))})
+    _refuse_replace(monkeypatch, "report.md", __import__("errno").ENOSPC)
+    merged = run_cli("report", run, "-o", "merged")
+    assert merged.exit_code == 2 and "Error: cannot write merged/report.md: No space left on device" in merged.output
+    _refuse_replace(monkeypatch, "c.csv", __import__("errno").EFBIG)
+    gate = run_cli("report", "compare", run, run, "--output", "c.csv")
+    assert gate.exit_code == 2 and "Error: cannot write c.csv: File too large" in gate.output, gate.output
+
+
+# --- a closed pipe: the command finishes, writes its files, and exits as it would have -------------------------
+
+
+@pytest.mark.parametrize("command, status", [("eval {engine} --limit 8 --json out.json", 0),
+                                             ("compare {engine} {engine} --limit 4 --atol 0 --json out.json", 0),
+                                             ("compare torch:digits-resnet {int8} --limit 4 --min-sqnr 200 "
+                                              "--json out.json", 1)])
+def test_a_closed_pipe_keeps_the_results_and_the_exit_status(tmp_path, digits_engine, pristine, command, status):
+    int8 = next(p for p in pristine.glob("digits-resnet-int8-cpu-*.onnx"))
+    line = command.format(engine=digits_engine.artifact, int8=int8)
+    script = (f"{sys.executable} -c 'from harness.cli import main; main()' {line} 2>&1 | true; "
+              "echo status=${PIPESTATUS[0]}")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                            env=env)
+    assert f"status={status}" in result.stdout, result.stdout + result.stderr
+    assert json.loads((tmp_path / "out.json").read_text()), "the results file was not written"
 
 
 # --- sweeps: stored results damaged, the machine failing, kill -9 at every commit point, two processes ----------
@@ -375,6 +475,46 @@ def test_disk_full_during_a_cell_stops_the_sweep_and_stores_nothing_for_it(run_c
     monkeypatch.setattr(os, "replace", real)
     result = run_cli("sweep", path, "--engines-dir", engines)
     assert "ran 4 cells (2 failed)" in result.output, result.output
+
+
+@pytest.mark.parametrize("pattern, code", [("*.parquet", "EFBIG"), ("????????????????.json", "EDQUOT"),
+                                           ("*.lock", "EROFS")])
+def test_a_write_fault_during_a_cell_stops_the_sweep_naming_the_file_and_stores_nothing(
+        run_cli, tiny_experiment, engines_dir, monkeypatch, pattern, code):
+    """A file too large, a quota, a read-only folder: the machine's faults, never a failed row."""
+    import errno
+
+    path = tiny_experiment()
+    real_open, real_replace = os.open, os.replace
+    if pattern == "*.lock":  # the cell's claim: its lock file cannot even be opened
+
+        def read_only(file, flags, *args, **kwargs):
+            if str(file).endswith(".lock") and ".claims" in str(file):
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(file))
+            return real_open(file, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", read_only)
+    else:
+        _refuse_replace(monkeypatch, pattern, getattr(errno, code))
+    result = run_cli("sweep", path, "--engines-dir", engines_dir)
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert result.exit_code == 2 and len(errors) == 1, result.output
+    assert "cannot write reports/tiny/" in errors[0] and os.strerror(getattr(errno, code)) in errors[0]
+    assert "rerun with --debug" not in errors[0]
+    assert not list(Path("reports/tiny/cells").glob("*.json"))  # nothing stored: a re-run retries the cells
+    monkeypatch.setattr(os, "open", real_open)
+    monkeypatch.setattr(os, "replace", real_replace)
+    again = run_cli("sweep", path, "--engines-dir", engines_dir)
+    assert "ran 4 cells (2 failed)" in again.output, again.output
+
+
+def test_too_many_shards_and_an_empty_matrix_are_refused_in_one_line(run_cli, tiny_experiment):
+    path = tiny_experiment()
+    assert_one_line_error(run_cli("sweep", path, "--shard", "1/99999999999999999999999", "--dry-run"),
+                          "--shard 1/99999999999999999999999: the matrix has 4 cell(s), so at most 4 shard(s)")
+    path.write_text(path.read_text() + "exclude: [{batch: 1}, {batch: 2}]\n")
+    assert_one_line_error(run_cli("sweep", path, "--dry-run"),
+                          "the matrix is empty: the exclude rules remove every cell")
 
 
 def test_two_sweeps_on_one_folder_split_the_cells_instead_of_running_each_twice(sweep_file, engines_dir):

@@ -5,9 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.errors import HarnessError
 from harness.measure.samples import write_samples
-from harness.report.compare import compare, parse_percent
+from harness.report.compare import compare
 from harness.report.merge import load_results, results_frame
 from harness.sweep.store import ResultStore
 
@@ -107,10 +106,26 @@ def test_verdicts_of_rows_without_samples(current, verdict):
     assert result.regressions == int(verdict.startswith("REGRESSION"))
 
 
-def test_percent_option():
-    assert parse_percent("5%", "--x") == parse_percent("5", "--x") == 5.0
-    with pytest.raises(HarnessError, match="--max-latency-regression 'five'"):
-        parse_percent("five", "--max-latency-regression")
+@pytest.mark.parametrize("option, value, message", [
+    ("--max-latency-regression", "five", "'five' is not a number"),
+    ("--max-latency-regression", "nan%", "'nan%' is not a finite number"),
+    ("--max-latency-regression", "inf", "'inf' is not a finite number"),
+    ("--max-latency-regression", "-5%", "'-5%' is outside 0 <= x < 1000 %"),
+    ("--max-accuracy-drop", "nan", "'nan' is not a finite number"),
+    ("--max-accuracy-drop", "150", "'150' is outside 0 <= x <= 100 %"),
+])
+def test_numeric_options_refuse_nan_infinity_and_out_of_range_values_before_any_work(run_cli, option, value,
+                                                                                      message):
+    result = run_cli("report", "compare", "nowhere-a", "nowhere-b", option, value)
+    assert result.exit_code == 2 and f"Invalid value for '{option}': {message}" in result.output, result.output
+
+
+def test_percent_option_takes_5_and_5_percent(run_cli, tmp_path):
+    rng = np.random.default_rng(0)
+    base = write_run(tmp_path / "base", {1: latencies(rng)})
+    for value in ("5%", "5"):
+        result = run_cli("report", "compare", base, base, "--max-latency-regression", value)
+        assert result.exit_code == 0 and "no regression in 1 baseline cells" in result.output, result.output
 
 
 def test_rows_from_before_the_tool_axis_match_pq_rows():

@@ -28,6 +28,9 @@ MODELS = {
     "dyingmodel.py": "import os\nfrom pathlib import Path\n\n\ndef build(marker=Path(__file__).with_suffix('.died')):\n"
                      "    if not marker.exists():\n        marker.touch()\n        os._exit(1)\n"
                      "    raise RuntimeError('boom: built again after the worker died')\n",
+    # The worker's disk refuses a file too large: a fault of the machine, not a result of the cell.
+    "fullmodel.py": "import errno\n\n\ndef build():\n"
+                    "    raise OSError(errno.EFBIG, 'File too large', '/worker/disk/model.onnx')\n",
 }
 
 EXPERIMENT = """
@@ -88,6 +91,33 @@ def test_ray_sweep_gives_the_cells_and_results_of_a_local_run(cluster, tmp_path,
     pd.testing.assert_frame_equal(remote[same], local[same])
     assert remote["ran_on"].str.contains(ray.util.get_node_ip_address(), regex=False).all()
     assert (remote.loc[remote["status"] == "ok", "latency_p50_ms"] > 0).all()
+
+
+def test_a_ray_sweep_keeps_its_samples_so_report_compare_gates_it(cluster, tmp_path, engines_dir, run_cli):
+    """Ray cells recorded samples/<id>.parquet but the samples stayed on the worker: report compare exited 2."""
+    from harness.sweep.runner import run_local
+
+    path = write(tmp_path, name="gated")
+    sweep(path, tmp_path / "local", engines_dir, run_local)
+    remote = sweep(path, tmp_path / "ray", engines_dir, ray_executor(None))
+    for rel in remote.loc[remote["status"] == "ok", "samples_file"]:
+        assert len(pd.read_parquet(tmp_path / "ray" / rel)) > 0, rel
+    for base, cur in (("ray", "ray"), ("local", "ray"), ("ray", "local")):
+        result = run_cli("report", "compare", tmp_path / base, tmp_path / cur, "--output", tmp_path / "c.csv")
+        assert result.exit_code in (0, 1), result.output  # a verdict, not "cannot read the latency samples"
+        table = pd.read_csv(tmp_path / "c.csv")
+        assert (table.loc[table["status_base"] == "ok", "test"] == "mann-whitney").all()
+    assert "no regression in 4 baseline cells" in run_cli("report", "compare", tmp_path / "ray",
+                                                          tmp_path / "ray").output
+
+
+def test_a_machine_fault_on_a_ray_worker_stops_the_sweep_and_stores_nothing(cluster, tmp_path, engines_dir):
+    from harness.errors import MachineFault
+
+    path = write(tmp_path, name="full", models="[fullmodel:build]")
+    with pytest.raises(MachineFault, match=r"sweep stopped at .* File too large: /worker/disk/model.onnx.* \(on "):
+        sweep(path, tmp_path / "out", engines_dir, ray_executor(None))
+    assert not list((tmp_path / "out" / "cells").glob("*.json"))
 
 
 def test_gpu_cells_hold_one_whole_gpu_and_cpu_cells_the_node_timing_slot(cluster, tmp_path, engines_dir):

@@ -10,10 +10,97 @@ import click
 
 from harness.backends.base import PRECISIONS, BuildOptions, backend_names
 from harness.build import ENGINES_DIR
-from harness.fileio import expect_file
+from harness.fileio import atomic_write, expect_file
 from harness.models.registry import model_names
 
-FILE_OUT = click.Path(path_type=Path, dir_okay=False)  # an output file: a folder there is a one-line error
+
+class Number(click.ParamType):
+    """A finite number within [lo, hi] (either end open with lo_open/hi_open, or absent), checked when the options
+    are parsed: NaN and infinities are refused whatever the range, since a NaN bound passes or fails every
+    comparison and an infinite one is no bound. `unit` is shown in the message; `suffix` (e.g. "%") may follow."""
+
+    name = "number"
+
+    def __init__(self, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+                 hi_open: bool = False, unit: str = "", suffix: str = ""):
+        self.lo, self.hi, self.lo_open, self.hi_open, self.unit, self.suffix = lo, hi, lo_open, hi_open, unit, suffix
+
+    def range(self) -> str:
+        lo = "" if self.lo is None else f"{self.lo:g} <{'' if self.lo_open else '='} "
+        hi = "" if self.hi is None else f" <{'' if self.hi_open else '='} {self.hi:g}"
+        return f"{lo}x{hi}{' ' + self.unit if self.unit else ''}" if lo or hi else "a finite number"
+
+    def check(self, text) -> float:
+        """The number in `text`, or ValueError saying why not (for option values parsed elsewhere too)."""
+        try:
+            value = float(str(text).strip().removesuffix(self.suffix) if self.suffix else text)
+        except (TypeError, ValueError):
+            raise ValueError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{text!r} is not a finite number")
+        if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)) or \
+                self.hi is not None and (value > self.hi or (self.hi_open and value == self.hi)):
+            raise ValueError(f"{text!r} is outside {self.range()}")
+        return value
+
+    def convert(self, value, param, ctx):
+        try:
+            return self.check(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+    def get_metavar(self, param, ctx=None):
+        return "X"
+
+
+class PerOutput(click.ParamType):
+    """`X` (every output) or `NAME=X` (one output), X a Number: parsed to (name or "", value)."""
+
+    name = "[output=]number"
+
+    def __init__(self, number: Number):
+        self.number = number
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        name, sep, text = str(value).rpartition("=")
+        try:
+            return (name if sep else "", self.number.check(text))
+        except ValueError as exc:
+            where = f"{value!r}: " if sep else ""
+            self.fail(f"{where}{exc}; write a number ({self.number.range()}), or OUTPUT=NUMBER for one output",
+                      param, ctx)
+
+
+PERCENT = Number(0, 100, unit="%")
+DB = Number(unit="dB")
+NON_NEGATIVE = Number(0)
+SECONDS = Number(0, unit="s")
+
+
+class OutputPath(click.Path):
+    """Where a command writes (a file, or with folder=True a folder), checked when the options are parsed: a
+    folder given for a file, a file for a folder, or a file where a folder of the path should be, is refused
+    before any work, in one line."""
+
+    def __init__(self, folder: bool = False):
+        super().__init__(path_type=Path, file_okay=not folder, dir_okay=folder)
+        self.folder = folder
+
+    def convert(self, value, param, ctx):
+        path = super().convert(value, param, ctx)
+        if path.exists() and path.is_dir() != self.folder:
+            self.fail(f"{path} is {'a file' if self.folder else 'a folder'}; give a "
+                      f"{'folder' if self.folder else 'file'} path", param, ctx)
+        blocker = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            self.fail(f"cannot write {path}: {blocker} is a file, not a folder", param, ctx)
+        return path
+
+
+FILE_OUT = OutputPath()  # an output file
+DIR_OUT = OutputPath(folder=True)  # an output folder (created when missing)
 
 
 def model_options(f):
@@ -28,7 +115,7 @@ def model_options(f):
     return f
 
 def build_options(f):
-    f = click.option("--engines-dir", type=click.Path(path_type=Path), default=ENGINES_DIR, show_default=True,
+    f = click.option("--engines-dir", type=DIR_OUT, default=ENGINES_DIR, show_default=True,
                      help="Artifact cache.")(f)
     f = click.option("--opt-level", type=click.IntRange(0, 5), default=3, show_default=True,
                      help="TensorRT builder optimization level.")(f)
@@ -90,10 +177,8 @@ def print_table(rows: list[tuple[str, object]], title: str | None = None) -> Non
         click.echo(f"  {key.ljust(width)}  {fmt(value)}")
 
 def write_json(path: Path, payload: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    return path
+    """Results as JSON, written whole or not at all (a failure: `cannot write FILE: reason`)."""
+    return atomic_write(Path(path), json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
 def quantizer_option(f):
@@ -138,7 +223,7 @@ def quant_options(f):
     f = click.option("--calib-batch-size", type=click.IntRange(1), default=None, help="Default 32.")(f)
     f = click.option("--calib-batches", type=click.IntRange(1), default=None,
                      help="Calibration batches from the dataset's calib split (default 8).")(f)
-    f = click.option("--percentile", type=click.FloatRange(0, 100, min_open=True), default=None,
+    f = click.option("--percentile", type=Number(0, 100, lo_open=True), default=None,
                      help="For --calib percentile (default 99.99).")(f)
     f = click.option("--calib", type=click.Choice(CALIBRATORS), default=None,
                      help="Activation calibrator (default entropy).")(f)

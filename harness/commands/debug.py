@@ -7,7 +7,20 @@ from pathlib import Path
 import click
 import numpy as np
 
-from harness.commands.common import fmt, model_options, print_table, quant_options, write_json
+from harness.commands.common import (
+    DB,
+    DIR_OUT,
+    FILE_OUT,
+    NON_NEGATIVE,
+    PERCENT,
+    Number,
+    PerOutput,
+    fmt,
+    model_options,
+    print_table,
+    quant_options,
+    write_json,
+)
 from harness.errors import HarnessError
 
 
@@ -63,35 +76,47 @@ def _diff_rows(d) -> list[tuple[str, object]]:
     return rows
 
 
+CRITERIA = ("default", "fp32", "fp16", "int8", "int8-fp16")
+
+
 @click.command()
 @click.argument("sources", nargs=-1, metavar="A [B]")
 @click.option("--weights", default=None, metavar="FILE", help="state_dict for a torch:MODEL source.")
+@click.option("--input-shape", default=None, metavar="CxHxW",
+              help="Input size of a torch:MODEL source: a user's model (package.module:factory), or a torchvision "
+                   "model at another size than its native one.")
 @click.option("--dataset", default=None, help="Inputs from a dataset split (digits, imagefolder:PATH, synthetic) "
                                               "instead of seeded noise.")
 @click.option("--split", type=click.Choice(["val", "calib", "train"]), default="val", show_default=True)
 @click.option("--limit", type=click.IntRange(1), default=64, show_default=True, help="Number of inputs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic inputs.")
 @click.option("--load-inputs", type=click.Path(path_type=Path), default=None, help="Inputs from FILE.npz.")
-@click.option("--save-inputs", type=click.Path(path_type=Path), default=None, help="Write the inputs to FILE.npz.")
-@click.option("--save-outputs", type=click.Path(path_type=Path), default=None,
+@click.option("--save-inputs", type=FILE_OUT, default=None, help="Write the inputs to FILE.npz.")
+@click.option("--save-outputs", type=FILE_OUT, default=None,
               help="Write A's outputs with the inputs and settings to FILE.npz (a golden file).")
 @click.option("--load-outputs", type=click.Path(path_type=Path), default=None,
               help="A golden file as the reference A (its inputs are used); then give B only.")
-@click.option("--atol", multiple=True, metavar="[OUTPUT=]X", help="Absolute tolerance (per output: NAME=X).")
-@click.option("--rtol", multiple=True, metavar="[OUTPUT=]X", help="Relative tolerance (per output: NAME=X).")
-@click.option("--min-cosine", type=float, default=None, help="Fail below this cosine similarity.")
-@click.option("--min-sqnr", type=float, default=None, help="Fail below this SQNR (dB).")
-@click.option("--min-top1-agreement", type=click.FloatRange(0, 100), default=None, help="Fail below this %.")
+@click.option("--atol", multiple=True, type=PerOutput(NON_NEGATIVE), metavar="[OUTPUT=]X",
+              help="Absolute tolerance (per output: NAME=X).")
+@click.option("--rtol", multiple=True, type=PerOutput(NON_NEGATIVE), metavar="[OUTPUT=]X",
+              help="Relative tolerance (per output: NAME=X).")
+@click.option("--min-cosine", type=Number(-1, 1), default=None, help="Fail below this cosine similarity.")
+@click.option("--min-sqnr", type=DB, default=None, help="Fail below this SQNR (dB).")
+@click.option("--min-top1-agreement", type=PERCENT, default=None, help="Fail below this %.")
+@click.option("--criteria", type=click.Choice(CRITERIA), default=None,
+              help="Per-precision default criteria (SQNR and top-1 agreement, README 'Default criteria') for "
+                   "those not given: default takes the less precise side's precision.")
 @click.option("--top-k", type=click.IntRange(1), default=5, show_default=True, help="k of the top-k agreement.")
-@click.option("--plot", type=click.Path(path_type=Path), default=None, help="PNG of |error| against |reference|.")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Figures as JSON.")
-def compare(sources, weights, dataset, split, limit, seed, load_inputs, save_inputs, save_outputs, load_outputs,
-            atol, rtol, min_cosine, min_sqnr, min_top1_agreement, top_k, plot, json_out):
-    """Run two artifacts on the same inputs and compare every output of B with A's (exit 1 on a failed tolerance).
+@click.option("--plot", type=FILE_OUT, default=None, help="PNG of |error| against |reference|.")
+@click.option("--json", "json_out", type=FILE_OUT, default=None, help="Figures as JSON.")
+def compare(sources, weights, input_shape, dataset, split, limit, seed, load_inputs, save_inputs, save_outputs,
+            load_outputs, atol, rtol, min_cosine, min_sqnr, min_top1_agreement, criteria, top_k, plot, json_out):
+    """Run two artifacts on the same inputs and compare every output of B with A's (exit 1 on a failed criterion).
 
     A and B: an engine of any backend, an ONNX file (CPU reference), a quantization checkpoint (PyTorch
     fake-quant), torch:MODEL (FP32 PyTorch) or a golden .npz. Not to be confused with `harness report compare`,
-    which compares two sweep results.
+    which compares two sweep results. Without a criterion the figures are printed and nothing is judged but
+    NaN/Inf that A lacks.
     """
     from harness.debug.compare import (
         Tolerances,
@@ -99,8 +124,8 @@ def compare(sources, weights, dataset, split, limit, seed, load_inputs, save_inp
         compare_outputs,
         error_plot,
         golden_source,
+        looser_precision,
         open_source,
-        parse_tolerance,
         write_golden,
     )
 
@@ -109,11 +134,26 @@ def compare(sources, weights, dataset, split, limit, seed, load_inputs, save_inp
     if len(sources) != wanted and not only_saving:
         raise HarnessError("give two sources A B (or B alone with --load-outputs, or A alone with --save-outputs "
                            f"/ --save-inputs); got {len(sources)}")
-    tolerances = Tolerances(parse_tolerance(atol, "--atol"), parse_tolerance(rtol, "--rtol"), min_cosine, min_sqnr,
-                            min_top1_agreement)
-    opened = ([golden_source(load_outputs)] if load_outputs else []) + [open_source(s, weights) for s in sources]
+    if save_outputs and load_outputs:
+        raise HarnessError("--save-outputs with --load-outputs would copy the golden file: drop one")
+    if input_shape and not any(s.startswith("torch:") for s in sources):
+        raise HarnessError("--input-shape sizes a torch:MODEL source; the other sources carry their own input shape")
+    tolerances = Tolerances(dict(atol), dict(rtol), min_cosine, min_sqnr, min_top1_agreement)
+    if only_saving and (tolerances.given or criteria):
+        raise HarnessError("criteria judge B against A: give B too, or drop the criteria")
+    opened = ([golden_source(load_outputs)] if load_outputs else []) + [open_source(s, weights, input_shape)
+                                                                       for s in sources]
     if len(opened) == 2:
         check_pair(*opened)
+        if criteria:
+            precision = criteria if criteria != "default" else looser_precision(*(s.precision for s in opened))
+            if precision is None:
+                raise HarnessError("--criteria default: neither source says what precision it computes in (a golden "
+                                   "file from an older harness); name the criteria: --criteria fp32|fp16|int8")
+            tolerances = tolerances.with_defaults(precision)
+        names = next((s.outputs for s in opened if s.named and s.outputs), None)
+        if names:
+            tolerances.check_outputs(names)
     x, settings = _inputs(opened, load_inputs, dataset, split, limit, seed)
     for source in opened:
         _check_fits(source, x)
@@ -121,28 +161,36 @@ def compare(sources, weights, dataset, split, limit, seed, load_inputs, save_inp
         click.echo(f"wrote {write_golden(save_inputs, x, settings)} ({len(x)} inputs)")
     ref = opened[0].run(x)
     if save_outputs:
-        if opened[0].golden:
-            raise HarnessError("--save-outputs with --load-outputs would copy the golden file: drop one")
         click.echo(f"wrote {write_golden(save_outputs, x, settings, opened[0], ref)} ({', '.join(ref)} of "
                    f"{opened[0].label})")
     if len(opened) == 1:
         return
     a, b = opened
+    if tolerances.defaults and settings.get("kind") == "synthetic" and tolerances.defaults.startswith("int8"):
+        _log(f"warning: the {tolerances.defaults} defaults assume inputs like the data the model was calibrated on; "
+             "seeded noise is not (INT8 scales clip it): pass --dataset or --load-inputs")
     rows = compare_outputs(a, ref, b, b.run(x), tolerances, top_k)
     where = settings.get("kind", "inputs")
     detail = (f"{settings['dataset']}/{settings['split']}" if where == "dataset"
               else f"seed {settings['seed']}" if where == "synthetic" else where)
+    passed = all(d.passed for d, _, _ in rows) if rows else not tolerances.given
+    if json_out:  # the results first, then what is printed
+        write_json(json_out, {"a": a.label, "b": b.label, "inputs": settings, "samples": len(x),
+                              "criteria": tolerances.describe() if tolerances.given else None,
+                              "outputs": [d.to_dict() for d, _, _ in rows], "passed": passed})
     click.echo(f"A (reference) {a.label}\nB (test)      {b.label}\n{len(x)} inputs ({where}, {detail})")
+    click.echo(f"criteria: {tolerances.describe()}" if tolerances.given else
+               "criteria: none given (figures only; NaN/Inf that A lacks still fails)")
     for d, _, _ in rows:
         print_table(_diff_rows(d), f"output {d.name} ({'x'.join(map(str, d.shape))})")
-        click.echo(f"  {'PASS' if d.passed else 'FAIL: ' + '; '.join(d.failures)}")
-    if plot:
-        click.echo(f"wrote {error_plot(rows, plot, (a.label, b.label))}")
-    passed = all(d.passed for d, _, _ in rows)
+        verdict = "PASS" if tolerances.given else "figures only, no criterion given"
+        click.echo(f"  {verdict if d.passed else 'FAIL: ' + '; '.join(d.failures)}")
+    if not rows:
+        click.echo(f"no outputs to compare ({len(x)} inputs)")
     if json_out:
-        write_json(json_out, {"a": a.label, "b": b.label, "inputs": settings, "samples": len(x),
-                              "outputs": [d.to_dict() for d, _, _ in rows], "passed": passed})
         click.echo(f"wrote {json_out}")
+    if plot and rows:
+        click.echo(f"wrote {error_plot(rows, plot, (a.label, b.label))}")
     if not passed:
         raise click.exceptions.Exit(1)
 
@@ -153,7 +201,7 @@ def debug():
 
 
 @debug.command()
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("digits-outlier.pt"),
+@click.option("-o", "--output", type=FILE_OUT, default=Path("digits-outlier.pt"),
               show_default=True, help="Where to write the state_dict.")
 def demo(output):
     """Write digits-resnet weights with one outlier channel (same function in float) on which naive INT8 breaks.
@@ -167,20 +215,27 @@ def demo(output):
                f"{OUTLIER_SCALE:g} (and its weights by 1/{OUTLIER_SCALE:g})")
 
 
-def _read_onnx(path: Path, spec):
-    """A user's ONNX file, checked to take the model's input."""
-    import onnx
+def _read_onnx(path: Path, spec, role: str = "ONNX file"):
+    """A user's ONNX file, checked to be a model that takes the model's input."""
+    from harness.fileio import read_user_onnx
 
-    try:
-        model = onnx.load(path)
-    except Exception as exc:  # protobuf and OSError alike: the file is not an ONNX model
-        raise HarnessError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from exc
+    model = read_user_onnx(path, role, "give an ONNX file (harness export writes one)")
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][1:]
     if all(dims) and tuple(dims) != tuple(spec.input_shape):
         raise HarnessError(f"{path} takes Nx{'x'.join(map(str, dims))}, not the Nx"
                            f"{'x'.join(map(str, spec.input_shape))} of {spec.name}: pass its --model "
                            "(and --input-shape)")
     return model
+
+
+def _require_qdq(path: Path, model) -> list[str]:
+    """The layers of a quantized ONNX that read a Q/DQ pair; a file with none (a float file) is refused."""
+    from harness.debug.qdq_bisect import onnx_layers
+
+    layers = list(onnx_layers(model))
+    if not layers:
+        raise HarnessError(f"{path}: no weighted layer reads a Q/DQ pair; give a quantized ONNX")
+    return layers
 
 
 def _files_or_options(files, wanted: str, quant_file, given) -> None:
@@ -204,7 +259,9 @@ def _quant_files(files, model_name, weights, input_shape, precision, quant_file,
             raise HarnessError(f"give FLOAT.onnx QUANT.onnx, or the model and quantization options; got {len(files)} "
                                "file(s)")
         spec = resolve_model(model_name, weights, input_shape)
-        return spec, *(_read_onnx(path, spec) for path in files)
+        float_model, quant_model = _read_onnx(files[0], spec, "FLOAT"), _read_onnx(files[1], spec, "QUANT")
+        _require_qdq(files[1], quant_model)
+        return spec, float_model, quant_model
     quant = quant_request(precision, quant_file, **given)
     if quant is None:
         raise HarnessError(f"--precision {precision} has no quantized file to debug: use int8 or int8-fp16")
@@ -233,7 +290,7 @@ _SPLIT = click.option("--split", type=click.Choice(["val", "calib", "train"]), d
 def _engines_option(f):
     from harness.build import ENGINES_DIR
 
-    return click.option("--engines-dir", type=click.Path(path_type=Path), default=ENGINES_DIR, show_default=True,
+    return click.option("--engines-dir", type=DIR_OUT, default=ENGINES_DIR, show_default=True,
                         help="Cache of exports, calibration and debug steps.")(f)
 
 
@@ -251,10 +308,10 @@ def _quantized_model_options(f):
 @click.option("--backend", type=click.Choice(["cpu", "tensorrt"]), default="cpu", show_default=True,
               help="Runs the quantized file: cpu (ONNX Runtime, every tensor an output) or tensorrt (debug "
                    "tensors, fusions kept).")
-@click.option("--min-sqnr", type=float, default=20.0, show_default=True,
+@click.option("--min-sqnr", type=DB, default=20.0, show_default=True,
               help="Name the first layer whose SQNR against the float file falls below this (dB).")
-@click.option("--plot", type=click.Path(path_type=Path), default=None, help="PNG of SQNR along the depth.")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="The table as JSON.")
+@click.option("--plot", type=FILE_OUT, default=None, help="PNG of SQNR along the depth.")
+@click.option("--json", "json_out", type=FILE_OUT, default=None, help="The table as JSON.")
 def layers_cmd(files, model_name, weights, input_shape, precision, quant_file, engines_dir, split, limit, backend,
                min_sqnr, plot, json_out, **given):
     """Per-layer SQNR / cosine / max error of a quantized ONNX against its float ONNX, in graph order.
@@ -264,6 +321,7 @@ def layers_cmd(files, model_name, weights, input_shape, precision, quant_file, e
     """
     from harness.debug.layers import divergence, first_below, largest_drop, sqnr_plot
 
+    _backend_available(backend)
     spec, float_model, quant_model = _quant_files(files, model_name, weights, input_shape, precision, quant_file,
                                                   engines_dir, given)
     x, _ = _dataset_inputs(spec, given.get("dataset"), split, limit)
@@ -299,6 +357,29 @@ def layers_cmd(files, model_name, weights, input_shape, precision, quant_file, e
         click.echo(f"wrote {json_out}")
 
 
+def _backend_available(backend: str) -> None:
+    """--backend tensorrt on a machine without TensorRT: refused before any export or calibration."""
+    if backend != "cpu":
+        from harness.build import backend_for
+
+        backend_for(backend)
+
+
+def _calibration_dataset(quant: dict) -> str:
+    """The dataset a quantization request calibrates on (a checkpoint's own), known before calibrating."""
+    if "checkpoint" in quant:
+        from harness.quantize.checkpoint import load
+
+        return load(Path(quant["checkpoint"]))["config"].get("dataset") or "digits"
+    return quant.get("dataset") or "digits"
+
+
+def _labels_for(target, data) -> None:
+    if target.max_top1_drop is not None and not data.has_labels:
+        raise HarnessError(f"--max-top1-drop needs labels and dataset {data.name} has none: use "
+                           "--min-top1-agreement or --min-sqnr")
+
+
 def _step_row(i: int, s) -> str:
     layers = ", ".join(s.floated) if len(s.floated) <= 4 else f"{', '.join(s.floated[:4])} +{len(s.floated) - 4}"
     return (f"  {i:>4d}  {len(s.floated):>8d}  {fmt(s.top1):>6s}  {fmt(s.top1_drop):>6s}  {fmt(s.top1_agreement):>7s}"
@@ -313,20 +394,24 @@ def _step_row(i: int, s) -> str:
                                                                                        "on.")
 @click.option("--backend", type=click.Choice(["cpu", "tensorrt"]), default="cpu", show_default=True,
               help="Where each step's Q/DQ ONNX is built and measured.")
-@click.option("--max-top1-drop", type=click.FloatRange(0), default=None,
+@click.option("--max-top1-drop", type=PERCENT, default=None,
               help="Target: top-1 at most this many points below the FP32 model's (labelled data).")
-@click.option("--min-top1-agreement", type=click.FloatRange(0, 100), default=None,
+@click.option("--min-top1-agreement", type=PERCENT, default=None,
               help="Target: argmax agrees with the FP32 model's on at least this % of inputs.")
-@click.option("--min-sqnr", type=float, default=None, help="Target: output SQNR against FP32 of at least this (dB).")
+@click.option("--min-sqnr", type=DB, default=None, help="Target: output SQNR against FP32 of at least this (dB).")
 @click.option("--check", "check_command", default=None, metavar="COMMAND",
-              help="Target: a shell command that exits 0 when a step is good enough; it sees $HARNESS_ONNX, "
-                   "$HARNESS_ENGINE and $HARNESS_SKIP (comma-separated layers in float).")
+              help="Target: a shell command that exits 0 when a step is good enough (any other status: it is not); "
+                   "it sees $HARNESS_ONNX, $HARNESS_ENGINE and $HARNESS_SKIP (comma-separated layers in float). "
+                   "Exit 126/127 (cannot run), a signal or --check-timeout end the search as an error.")
+@click.option("--check-timeout", type=Number(0, lo_open=True, unit="s"), default=3600.0, show_default=True,
+              help="Seconds one --check run may take before it is killed and the search stops.")
 @click.option("--latency", is_flag=True, help="Also time each step (p50 at the artifact's opt batch).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("qdq-skip.txt"), show_default=True,
+@click.option("-o", "--output", type=FILE_OUT, default=Path("qdq-skip.txt"), show_default=True,
               help="The final fallback set as a skip list for --skip-from.")
-@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Every step as JSON.")
+@click.option("--json", "json_out", type=FILE_OUT, default=None, help="Every step as JSON.")
 def qdq_cmd(quant_onnx, model_name, weights, input_shape, precision, quant_file, engines_dir, split, limit, backend,
-            max_top1_drop, min_top1_agreement, min_sqnr, check_command, latency, output, json_out, **given):
+            max_top1_drop, min_top1_agreement, min_sqnr, check_command, check_timeout, latency, output, json_out,
+            **given):
     """Find a small set of layers to leave in float (their Q/DQ removed) that meets an accuracy target.
 
     Bisection over the quantized layers ordered by sensitivity, then a pass that puts back into INT8 every layer
@@ -342,19 +427,18 @@ def qdq_cmd(quant_onnx, model_name, weights, input_shape, precision, quant_file,
     from harness.fileio import atomic_write
     from harness.quantize.checkpoint import quantized, weights_sha
 
-    target = Target(max_top1_drop, min_top1_agreement, min_sqnr, check_command)
+    target = Target(max_top1_drop, min_top1_agreement, min_sqnr, check_command, check_timeout)
+    _backend_available(backend)
     settings = {"backend": backend, "split": split, "limit": limit, "versions": library_versions()}
     if quant_onnx is not None:
         from harness.build import sha256_file
-        from harness.debug.qdq_bisect import onnx_fallback, onnx_layers, onnx_ranking
+        from harness.debug.qdq_bisect import onnx_fallback, onnx_ranking
         from harness.models.registry import resolve_model
 
         _files_or_options([quant_onnx], "QUANT.onnx", quant_file, given)
         spec = resolve_model(model_name, weights, input_shape)
-        model = _read_onnx(quant_onnx, spec)
-        layer_names = list(onnx_layers(model))
-        if not layer_names:
-            raise HarnessError(f"{quant_onnx}: no weighted layer reads a Q/DQ pair; give a quantized ONNX")
+        model = _read_onnx(quant_onnx, spec, "QUANT.onnx")
+        layer_names = _require_qdq(quant_onnx, model)
         data = resolve_dataset(given.get("dataset") or "digits", spec)
         settings |= {"onnx": sha256_file(quant_onnx), "model": spec.to_dict(), "weights": weights_sha(spec)}
         title = f"{spec.name} {quant_onnx}"
@@ -371,8 +455,9 @@ def qdq_cmd(quant_onnx, model_name, weights, input_shape, precision, quant_file,
         refuse_modelopt(given.get("tool"))
         quant = quant_request(precision, quant_file, **given)
         spec = _spec_for(model_name, weights, input_shape, quant)
+        data = resolve_dataset(_calibration_dataset(quant), spec)
+        _labels_for(target, data)  # before calibration, which may take minutes
         qm = quantized(spec, quant, Path(engines_dir) / "calib", _log)
-        data = resolve_dataset(qm.config.dataset, spec)
         settings |= {"model": spec.to_dict(), "weights": weights_sha(spec), "quant": quant, "precision": precision}
         title = f"{spec.name} {precision} {qm.config.mode}/{qm.config.calib}"
         make_onnx = model_fallback(qm, precision)
@@ -380,10 +465,8 @@ def qdq_cmd(quant_onnx, model_name, weights, input_shape, precision, quant_file,
 
         def rank():
             return ranked_candidates(qm, data.take("calib", min(limit, 256))[0])
-    if max_top1_drop is not None and not data.has_labels:
-        raise HarnessError(f"--max-top1-drop needs labels and dataset {data.name} has none: use "
-                           "--min-top1-agreement or --min-sqnr")
-    cache = StepCache(Path(engines_dir) / "debug-qdq", settings)
+    _labels_for(target, data)
+    cache = StepCache(Path(engines_dir) / "debug-qdq", settings, _log)
     order = cache.order(rank)
     click.echo(f"{title} on {backend}: {len(order)} quantized layers, target {target.describe()} on "
                f"{data.name}/{split}")
@@ -408,7 +491,7 @@ def qdq_cmd(quant_onnx, model_name, weights, input_shape, precision, quant_file,
         click.echo(f"even all {len(order)} quantized layers in float miss the target", err=True)
         raise click.exceptions.Exit(1)
     header = f"harness debug qdq: {title}, target {target.describe()} on {data.name}/{split} ({limit})"
-    Path(output).write_text(skip_file_text(header, chosen, layer_names))
+    atomic_write(output, skip_file_text(header, chosen, layer_names))
     if quant_onnx is not None:
         final = Path(output).with_suffix(".onnx")
         atomic_write(final, make_onnx(chosen).SerializeToString())

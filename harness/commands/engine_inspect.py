@@ -9,8 +9,9 @@ import click
 import numpy as np
 
 from harness.build import load_engine
-from harness.commands.common import cuda_binding_option, print_table, write_json
+from harness.commands.common import DIR_OUT, SECONDS, cuda_binding_option, print_table, write_json
 from harness.errors import HarnessError
+from harness.fileio import atomic_write, expect_file
 
 
 def _from_engine(engine: Path) -> tuple[dict, Path | None, str]:
@@ -36,7 +37,7 @@ def _from_engine(engine: Path) -> tuple[dict, Path | None, str]:
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=None,
               help="The Q/DQ ONNX the engine was built from, to list planned-INT8 layers that are not INT8 "
                    "(default: the ONNX named in an int8 engine's sidecar).")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("reports") / "inspect", show_default=True,
+@click.option("--out", type=DIR_OUT, default=Path("reports") / "inspect", show_default=True,
               help="Folder for <engine>.layers.csv, <engine>.inspector.json and <engine>.summary.json.")
 @click.option("--all-layers", is_flag=True, help="Print every layer, not only the summary.")
 def inspect_engine(engine, layer_info, onnx_path, out, all_layers):
@@ -51,8 +52,8 @@ def inspect_engine(engine, layer_info, onnx_path, out, all_layers):
         info, sidecar_onnx, name = _from_engine(engine)
     else:
         info, sidecar_onnx, name = inspector.load_engine_information(layer_info), None, Path(layer_info).stem
-    if onnx_path is not None and not Path(onnx_path).is_file():
-        raise HarnessError(f"--onnx {onnx_path}: no such file; give the Q/DQ ONNX the engine was built from")
+    if onnx_path is not None:
+        expect_file(Path(onnx_path), "--onnx", "give the Q/DQ ONNX the engine was built from")
     if onnx_path is None and sidecar_onnx is not None:
         if sidecar_onnx.is_file():
             onnx_path = sidecar_onnx
@@ -79,9 +80,8 @@ def inspect_engine(engine, layer_info, onnx_path, out, all_layers):
         click.echo(f"  {inspector.INT8_CAUSES}")
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / f"{name}.layers.csv", index=False)
-    (out / f"{name}.inspector.json").write_text(json.dumps(info, indent=2))
+    atomic_write(out / f"{name}.layers.csv", lambda tmp: table.to_csv(tmp, index=False))
+    atomic_write(out / f"{name}.inspector.json", json.dumps(info, indent=2))
     write_json(out / f"{name}.summary.json", facts)
     click.echo(f"wrote {out / name}.{{layers.csv,summary.json,inspector.json}}")
 
@@ -91,9 +91,9 @@ def inspect_engine(engine, layer_info, onnx_path, out, all_layers):
 @click.option("--batch", type=click.IntRange(1), default=None, help="Batch size (default: the engine's opt).")
 @click.option("--iterations", type=click.IntRange(1), default=50, show_default=True,
               help="Profiled executions (each reports every layer).")
-@click.option("--duration", type=click.FloatRange(0), default=1.0, show_default=True,
+@click.option("--duration", type=SECONDS, default=1.0, show_default=True,
               help="Seconds of the timed run before it, which gives the whole-engine GPU compute.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("reports") / "profile", show_default=True,
+@click.option("--out", type=DIR_OUT, default=Path("reports") / "profile", show_default=True,
               help="Folder for <engine>.profile.csv, .by_type.csv, .by_precision.csv, .profile.png, .summary.json.")
 @click.option("--all-layers", is_flag=True, help="Print every layer, not only the slowest 15.")
 @cuda_binding_option

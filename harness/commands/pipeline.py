@@ -12,6 +12,9 @@ from harness.backends.base import PRECISIONS
 from harness.build import build_artifact, check_input_shape, load_engine
 from harness.commands.common import (
     FILE_OUT,
+    NON_NEGATIVE,
+    SECONDS,
+    Number,
     build_options,
     check_cuda_binding,
     cuda_binding_option,
@@ -147,12 +150,12 @@ def _runner_opts(meta, runner, opt_in: dict[str, bool], opt_out: dict[str, bool]
               help="Batch size (default: the engine's opt); with --scenario or --concurrency, the largest batch "
                    "the server forms from queued requests (default: the engine's max).")
 @click.option("--shape", default=None, metavar="NxCxHxW", help="Full input shape instead of --batch.")
-@click.option("--warmup", type=click.FloatRange(0), default=0.2, show_default=True, help="Warm-up seconds.")
+@click.option("--warmup", type=SECONDS, default=0.2, show_default=True, help="Warm-up seconds.")
 @click.option("--iterations", type=click.IntRange(1), default=100, show_default=True,
               help="Minimum timed iterations.")
-@click.option("--duration", type=click.FloatRange(0), default=3.0, show_default=True,
+@click.option("--duration", type=SECONDS, default=3.0, show_default=True,
               help="Minimum timed seconds.")
-@click.option("--cv-warn", type=click.FloatRange(0), default=None,
+@click.option("--cv-warn", type=NON_NEGATIVE, default=None,
               help=f"Warn when the latency coefficient of variation exceeds this (default {CV_WARN:g}; "
                    "tensorrt engines 0.025, as trtexec).")
 @click.option("--cuda-graph", is_flag=True, help="TensorRT 10: capture the enqueue in a CUDA graph (11: default).")
@@ -167,9 +170,9 @@ def _runner_opts(meta, runner, opt_in: dict[str, bool], opt_out: dict[str, bool]
 @click.option("--scenario", type=click.Choice([CLOSED_LOOP, *SCENARIOS]), default=CLOSED_LOOP, show_default=True,
               help="closed-loop: harness's timed loop (below). The others are MLPerf LoadGen scenarios of --duration "
                    "seconds: one-sample requests batched up to --batch (default: the engine's max batch).")
-@click.option("--target-qps", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--target-qps", type=Number(0, lo_open=True, unit="queries/s"), default=None,
               help="server: Poisson arrivals at this many queries per second.")
-@click.option("--latency-bound-ms", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--latency-bound-ms", type=Number(0, lo_open=True, unit="ms"), default=None,
               help=f"server: VALID when p99 is within this (default {DEFAULT_BOUND_MS:g}).")
 @click.option("--find-max-qps", is_flag=True,
               help="server: the highest VALID rate, by bisection from the offline throughput down.")
@@ -223,6 +226,12 @@ def bench(ctx, engine, batch, shape, warmup, iterations, duration, cv_warn, cuda
     state = gpu.columns()
     # The window holds the warm-up too, at the same load: its average power over the timed throughput.
     energy = meter.columns(stats.throughput_ips * meter.seconds)
+    out = json_out or Path("reports") / "bench" / f"{Path(meta.artifact).stem}-{'x'.join(map(str, dims))}.json"
+    write_json(out, {"engine": meta.artifact, "backend": meta.backend, "precision": meta.precision,
+                     "cuda_binding": getattr(runner, "cuda_binding", None), "cpu_isa": cpu_isa(),
+                     "shape": list(dims), **stats.to_dict(),
+                     **state, "scenario": CLOSED_LOOP, "valid": None, "qps": stats.throughput_ips / stats.batch,
+                     "concurrency": None, **energy})  # the results first: a reader that goes away must not lose them
     rows = [(k, v) for k, v in stats.to_dict().items() if k not in ("components", "includes")]
     for part, s in stats.components.items():
         rows += [(f"{part} p50_ms", s["p50_ms"]), (f"{part} p99_ms", s["p99_ms"])]
@@ -230,12 +239,6 @@ def bench(ctx, engine, batch, shape, warmup, iterations, duration, cv_warn, cuda
     warnings = stats.warnings(cv_warn if cv_warn is not None else getattr(runner, "cv_warn", CV_WARN))
     for warning in warnings + ([state["gpu_state_note"]] if state["gpu_state_note"] else []):
         click.echo(f"warning: {warning}", err=True)
-    out = json_out or Path("reports") / "bench" / f"{Path(meta.artifact).stem}-{'x'.join(map(str, dims))}.json"
-    write_json(out, {"engine": meta.artifact, "backend": meta.backend, "precision": meta.precision,
-                     "cuda_binding": getattr(runner, "cuda_binding", None), "cpu_isa": cpu_isa(),
-                     "shape": list(dims), **stats.to_dict(),
-                     **state, "scenario": CLOSED_LOOP, "valid": None, "qps": stats.throughput_ips / stats.batch,
-                     "concurrency": None, **energy})
     click.echo(f"energy: {energy['energy_note']}", err=True)
     click.echo(f"wrote {out}")
 
@@ -275,6 +278,10 @@ def eval_cmd(engine, dataset, split, batch, limit, json_out, cuda_binding):
     reference = reference_outputs(data, split, size, limit)
     result = evaluate(runner, data, split, (meta.batch[0], size), limit, reference)
     deployed = check_deployed(runner, data, split, (meta.batch[0], size), limit, reference, result)
+    out = json_out or Path("reports") / "eval" / f"{Path(meta.artifact).stem}.json"
+    write_json(out, {"engine": meta.artifact, "precision": meta.precision, "quant": meta.quant, "dataset": dataset,
+                     "cuda_binding": getattr(runner, "cuda_binding", None), "cpu_isa": cpu_isa(),
+                     "split": split, **result.to_dict(), **(deployed.columns() if deployed else {})})
     rows = [("samples", result.samples), ("top1 %", result.top1), ("top5 %", result.top5),
             ("fp32 torch top1 %", result.reference_top1), ("top1 change vs fp32 (points)", result.top1_delta),
             ("top1 agreement with fp32 torch %", result.top1_agreement),
@@ -292,8 +299,4 @@ def eval_cmd(engine, dataset, split, batch, limit, json_out, cuda_binding):
                    "max abs error and SQNR are not scored; load trained weights with --weights", err=True)
     if deployed and deployed.warning():
         click.echo(f"warning: {deployed.warning()}", err=True)
-    out = json_out or Path("reports") / "eval" / f"{Path(meta.artifact).stem}.json"
-    write_json(out, {"engine": meta.artifact, "precision": meta.precision, "quant": meta.quant, "dataset": dataset,
-                     "cuda_binding": getattr(runner, "cuda_binding", None), "cpu_isa": cpu_isa(),
-                     "split": split, **result.to_dict(), **(deployed.columns() if deployed else {})})
     click.echo(f"wrote {out}")

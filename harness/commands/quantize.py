@@ -8,7 +8,9 @@ import click
 
 from harness.build import ENGINES_DIR
 from harness.commands.common import (
+    DIR_OUT,
     FILE_OUT,
+    Number,
     make_quant_config,
     model_options,
     print_table,
@@ -17,9 +19,10 @@ from harness.commands.common import (
     refuse_modelopt,
     write_json,
 )
+from harness.fileio import atomic_write
 from harness.models.registry import resolve_model
 
-_ENGINES = click.option("--engines-dir", type=click.Path(path_type=Path), default=ENGINES_DIR, show_default=True,
+_ENGINES = click.option("--engines-dir", type=DIR_OUT, default=ENGINES_DIR, show_default=True,
                         help="Cache root; calibration lands in <engines-dir>/calib.")
 
 
@@ -109,7 +112,7 @@ def sensitivity(model_name, weights, input_shape, engines_dir, metric, split, li
     chosen = most_sensitive(ranked, top)
     lines = [f"# harness sensitivity: {qm.spec.name} {qm.config.mode}/{qm.config.calib}, {metric} on {split}",
              *[f"{r.layer}  # gain {r.gain:.3f} {unit}" for r in ranked if r.layer in chosen]]
-    Path(output).write_text("\n".join(lines) + "\n")
+    atomic_write(output, "\n".join(lines) + "\n")
     if json_out:
         write_json(json_out, {"model": qm.spec.name, "config": qm.config.to_dict(), "metric": metric,
                               "split": split, "samples": len(x), **base, "layers": [r.to_dict() for r in ranked]})
@@ -121,7 +124,7 @@ def sensitivity(model_name, weights, input_shape, engines_dir, metric, split, li
               help="Calibrated checkpoint from harness quantize.")
 @click.option("--epochs", type=click.IntRange(1), default=None,
               help="Default: 10 % of the digits-resnet schedule (3).")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--lr", type=Number(0, lo_open=True), default=None,
               help="Initial LR, cosine-annealed (default: 1 % of the base LR, 5e-4).")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--limit", type=click.IntRange(1), default=None, help="Train on at most this many samples an epoch.")

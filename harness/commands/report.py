@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from harness.commands.common import DIR_OUT, FILE_OUT, PERCENT, Number
 from harness.report.merge import CLOSED_LOOP, SETTINGS, load_results
 
 
@@ -26,7 +27,7 @@ def report():
 
 @report.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+@click.option("-o", "--output", type=DIR_OUT, required=True,
               help="Folder for report.html (self-contained, interactive), report.md and results.csv/.parquet.")
 @click.option("--title", default=None, help="Report title (default: the experiments' names).")
 def merge(results, output, title):
@@ -45,44 +46,52 @@ def merge(results, output, title):
 @report.command()
 @click.argument("baseline", type=click.Path(path_type=Path))
 @click.argument("current", type=click.Path(path_type=Path))
-@click.option("--max-latency-regression", default="5%", show_default=True,
-              help="Allowed p50 slowdown; a larger one fails only when it is also significant (p < 0.05).")
-@click.option("--max-accuracy-drop", type=click.FloatRange(0), default=0.2, show_default=True,
-              help="Allowed top-1 drop in percentage points.")
-@click.option("--max-qps-drop", default="5%", show_default=True,
+@click.option("--max-latency-regression", "max_pct", type=Number(0, 1000, hi_open=True, unit="%", suffix="%"),
+              default="5%", show_default=True,
+              help="Allowed p50 slowdown (5% or 5); a larger one fails only when it is also significant (p < 0.05).")
+@click.option("--max-accuracy-drop", type=PERCENT, default=0.2, show_default=True,
+              help="Allowed top-1 drop in percentage points (agreement with FP32 where there are no labels).")
+@click.option("--max-qps-drop", "qps_pct", type=Number(0, 100, unit="%", suffix="%"), default="5%",
+              show_default=True,
               help="Scenario cells: allowed drop of the server's max QPS (or offline / concurrency throughput).")
-@click.option("--max-p99-regression", default=None,
+@click.option("--max-p99-regression", "p99_pct", type=Number(0, 1000, hi_open=True, unit="%", suffix="%"),
+              default=None,
               help="Scenario cells at a fixed load: allowed p99 increase when significant (default: "
                    "--max-latency-regression).")
-@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
+@click.option("--latency-only", is_flag=True,
+              help="Gate latency alone: the accuracy criterion is not asked for (sweeps whose cells have no "
+                   "accuracy figure, e.g. a degenerate FP32 reference).")
+@click.option("--output", type=FILE_OUT, default=None,
               help="Also write the comparison of every cell as CSV (ratios, intervals, p-values, verdicts).")
 @click.pass_context
-def compare(ctx, baseline, current, max_latency_regression, max_accuracy_drop, max_qps_drop, max_p99_regression,
-            output):
+def compare(ctx, baseline, current, max_pct, max_accuracy_drop, qps_pct, p99_pct, latency_only, output):
     """Exit 1 when CURRENT regresses against BASELINE: significantly slower beyond the threshold, less accurate,
     failing now, or missing a cell the baseline had. Scenario cells: a lower max QPS or throughput, a higher p99 at
-    the same load, or a server rate no longer VALID."""
-    from harness.report.compare import checked_side, parse_percent
+    the same load, or a server rate no longer VALID. A criterion that cannot be evaluated on a cell (its latency
+    or accuracy missing or NaN on either side) fails that cell."""
+    from harness.fileio import atomic_write
+    from harness.report.compare import checked_side
     from harness.report.compare import compare as compare_results
 
-    max_pct = parse_percent(max_latency_regression, "--max-latency-regression")
-    qps_pct = parse_percent(max_qps_drop, "--max-qps-drop")
-    p99_pct = max_pct if max_p99_regression is None else parse_percent(max_p99_regression, "--max-p99-regression")
+    if latency_only and ctx.get_parameter_source("max_accuracy_drop") != click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("--latency-only leaves accuracy out: drop --max-accuracy-drop")
     base, cur = (checked_side(load_results([side]), side) for side in (baseline, current))
-    result = compare_results(base, cur, max_pct, max_accuracy_drop, qps_pct, p99_pct)
+    result = compare_results(base, cur, max_pct, None if latency_only else max_accuracy_drop, qps_pct,
+                             max_pct if p99_pct is None else p99_pct)
     table = result.table
     if output:
-        table.to_csv(output, index=False)
+        atomic_write(output, lambda tmp: table.to_csv(tmp, index=False))
         click.echo(f"wrote {output}")
     for _, r in table.iterrows():
         if r["verdict"].startswith("REGRESSION") or r["verdict"] == "new":
             click.echo(f"{r['verdict']}: {_label(r)}{_figures(r)}")
     checked = int(table["status_base"].notna().sum())
     if result.regressions:
+        accuracy = "accuracy not gated" if latency_only else f"{max_accuracy_drop:g} pp top-1"
         click.echo(f"{result.regressions} regression(s) of {checked} baseline cells (allowed: {max_pct:g} % slower "
-                   f"when significant at p < 0.05, {max_accuracy_drop:g} pp top-1)", err=True)
+                   f"when significant at p < 0.05, {accuracy})", err=True)
         ctx.exit(1)
-    click.echo(f"no regression in {checked} baseline cells")
+    click.echo(f"no regression in {checked} baseline cells{' (latency only)' if latency_only else ''}")
 
 
 def _label(r) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from harness.build import ENGINES_DIR
+from harness.commands.common import DIR_OUT
 
 
 @click.command()
@@ -22,9 +23,9 @@ from harness.build import ENGINES_DIR
 @click.option("--retry-failed", is_flag=True, help="Run cells again whose stored row is a failure.")
 @click.option("--fail-on-error/--no-fail-on-error", default=True, show_default=True,
               help="Exit 1 when a cell failed (cells whose backend this machine lacks do not count).")
-@click.option("--reports-dir", type=click.Path(path_type=Path), default=Path("reports"), show_default=True,
+@click.option("--reports-dir", type=DIR_OUT, default=Path("reports"), show_default=True,
               help="Results go to REPORTS_DIR/<experiment name>/.")
-@click.option("--engines-dir", type=click.Path(path_type=Path), default=ENGINES_DIR, show_default=True,
+@click.option("--engines-dir", type=DIR_OUT, default=ENGINES_DIR, show_default=True,
               help="Artifact cache shared with build-engine.")
 def sweep(experiment_file, shard, executor, address, dry_run, retry_failed, fail_on_error, reports_dir,
           engines_dir):

@@ -171,7 +171,11 @@ class ImageFolderDataset(Dataset):
 
 
 def _load_image(folder, index: int):
-    """One (image, label) of an ImageFolder; an unreadable or truncated image is named in one line."""
+    """One (image, label) of an ImageFolder; an unreadable or truncated image (or a FIFO named like one, which
+    would hang the read) is named in one line."""
+    from harness.fileio import expect_file
+
+    expect_file(Path(folder.samples[index][0]), "image", "replace or remove it")
     try:
         return folder[index]
     except Exception as exc:  # PIL raises several types, and torchvision's transforms others

@@ -15,6 +15,7 @@ import copy
 import json
 import os
 import shlex
+import signal
 import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import cache_integrity
 from harness.errors import HarnessError
 from harness.fileio import atomic_write
 
@@ -34,9 +36,10 @@ class Target:
     min_top1_agreement: float | None = None  # %
     min_sqnr: float | None = None  # dB
     check: str | None = None
+    check_timeout: float = 3600.0  # seconds one run of `check` may take
 
     def __post_init__(self):
-        if all(v is None for v in asdict(self).values()):
+        if all(v is None for v in (self.max_top1_drop, self.min_top1_agreement, self.min_sqnr, self.check)):
             raise HarnessError("give a target: --max-top1-drop, --min-top1-agreement, --min-sqnr or --check COMMAND")
 
     def describe(self) -> str:
@@ -85,14 +88,48 @@ def fmt_num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def run_check(command: str, onnx_path: Path, artifact: Path, floated: list[str]) -> int:
-    """The user's verdict on one step: the command sees the step's files in its environment."""
+# Exit statuses of a shell that could not run the command: a verdict on the shell, not on the step.
+CANNOT_RUN = {126: "found but not executable", 127: "not found"}
+
+
+def run_check(command: str, onnx_path: Path, artifact: Path, floated: list[str], timeout: float = 3600.0,
+              log=None) -> int:
+    """The user's verdict on one step (0: good enough, any other exit status: not): the command sees the step's
+    files in its environment. A command that cannot run (exit 126/127), dies of a signal or outlives `timeout` is
+    an error, never a miss: recording it as one would send the search after layers that do not matter."""
     env = {**os.environ, "HARNESS_ONNX": str(onnx_path), "HARNESS_ENGINE": str(artifact),
            "HARNESS_SKIP": ",".join(floated)}
+    quoted = shlex.quote(command)
+    if log:
+        log(f"waiting for --check {quoted} ({len(floated)} layer(s) in float; --check-timeout {timeout:g} s)")
     try:
-        return subprocess.run(command, shell=True, env=env, check=False).returncode
+        proc = subprocess.Popen(command, shell=True, env=env, start_new_session=True)
     except OSError as exc:
-        raise HarnessError(f"--check {shlex.quote(command)} cannot run: {exc.strerror}") from exc
+        raise HarnessError(f"--check {quoted} cannot run: {exc.strerror}") from exc
+    try:
+        status = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise HarnessError(f"--check {quoted} did not finish within {timeout:g} s; make it faster or raise "
+                           "--check-timeout (the steps measured so far are cached)") from None
+    except BaseException:  # Ctrl-C: the command's process group goes too
+        _kill_group(proc)
+        raise
+    if status in CANNOT_RUN:
+        raise HarnessError(f"--check {quoted}: the shell exited {status} (command {CANNOT_RUN[status]}); fix the "
+                           "command (it runs under sh -c)")
+    if status < 0:
+        raise HarnessError(f"--check {quoted} was killed by signal {signal.Signals(-status).name}; no verdict on "
+                           "this step, so the search stops (the steps measured so far are cached)")
+    return status
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 @dataclass
@@ -140,38 +177,68 @@ class Search:
 
 class StepCache:
     """One JSON file per measured fallback set, keyed by what the measurement depends on (model, quantization,
-    backend, data; not the target, which is judged afresh) and the set itself."""
+    backend, data; not the target, which is judged afresh) and the set itself. Each file (the steps, the
+    ranking, the step ONNX) is reused only while it matches the integrity record written with it
+    (harness.cache_integrity): an edited step is measured again, never taken as a measurement."""
 
-    def __init__(self, folder: Path, settings: dict):
+    def __init__(self, folder: Path, settings: dict, log: Callable[[str], None] | None = None):
         from harness.build import sha256_json
 
         self.folder = Path(folder)
         self.settings = settings
         self.key = sha256_json(settings)[:16]
         self._sha = sha256_json
+        self.log = log
 
     def path(self, floated: list[str]) -> Path:
         return self.folder / self.key / f"{self._sha(sorted(floated))[:16]}.json"
 
-    def get(self, floated: list[str]) -> Step | None:
-        try:
-            return Step(**{**json.loads(self.path(floated).read_text()), "cached": True})
-        except (OSError, ValueError, TypeError):
+    def _read(self, path: Path):
+        """The JSON of a cached file whose record still vouches for it, else None (a damaged one is removed)."""
+        if cache_integrity.reuse(path, self.log) is None:
             return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            cache_integrity.discard(path)
+            return None
+
+    def _write(self, path: Path, text: str) -> None:
+        atomic_write(path, text)
+        cache_integrity.commit(path)
+
+    def get(self, floated: list[str]) -> Step | None:
+        data = self._read(self.path(floated))
+        if not isinstance(data, dict):
+            return None
+        try:
+            step = Step(**{**data, "cached": True})
+        except TypeError:  # not a step's fields
+            cache_integrity.discard(self.path(floated))
+            return None
+        return step if step.floated == list(floated) else None
 
     def order(self, rank: Callable[[], list[str]]) -> list[str]:
         """The sensitivity ranking of this search, computed once."""
         path = self.folder / self.key / "order.json"
-        try:
-            return list(json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError):
-            order = rank()
-            atomic_write(path, json.dumps(order))
+        order = self._read(path)
+        if isinstance(order, list) and all(isinstance(n, str) for n in order):
             return order
+        order = rank()
+        self._write(path, json.dumps(order))
+        return order
+
+    def onnx(self, floated: list[str], make: Callable[[], bytes]) -> Path:
+        """The step's Q/DQ ONNX, made once (and again when it no longer matches its record)."""
+        path = self.path(floated).with_suffix(".onnx")
+        if cache_integrity.reuse(path, self.log) is None:
+            atomic_write(path, make())
+            cache_integrity.commit(path)
+        return path
 
     def put(self, step: Step) -> None:
         measured = {k: v for k, v in step.to_dict().items() if k not in ("cached", "passed", "why")}
-        atomic_write(self.path(step.floated), json.dumps(measured, indent=2))
+        self._write(self.path(step.floated), json.dumps(measured, indent=2))
 
 
 def fallback_model(model, names: list[str]):
@@ -239,9 +306,7 @@ def measurer(spec, make_onnx: Callable[[list[str]], object], precision: str, bac
         if hit is not None and (hit.latency_p50_ms is not None or not latency) and (
                 not target.check or target.check in hit.checks):
             return judge(target, hit)
-        onnx_path = cache.path(floated).with_suffix(".onnx")
-        if not onnx_path.is_file():
-            atomic_write(onnx_path, make_onnx(floated).SerializeToString())
+        onnx_path = cache.onnx(floated, lambda: make_onnx(floated).SerializeToString())
         meta, _ = build_artifact(spec, backend, options, engines_dir, onnx_path=onnx_path)
         _, runner = load_engine(Path(meta.artifact))
         result = evaluate(runner, data, split, (meta.batch[0], BATCH), limit, reference)
@@ -252,7 +317,8 @@ def measurer(spec, make_onnx: Callable[[list[str]], object], precision: str, bac
             step.latency_p50_ms = float(np.median(runner.time(np.repeat(x, meta.batch[1], 0), 0.05, 20,
                                                                0.2).latency_ms))
         if target.check:
-            step.checks[target.check] = run_check(target.check, onnx_path, Path(meta.artifact), floated)
+            step.checks[target.check] = run_check(target.check, onnx_path, Path(meta.artifact), floated,
+                                                  target.check_timeout, log)
         cache.put(step)
         judge(target, step)
         if log:

@@ -109,13 +109,38 @@ def export_variant(spec: ModelSpec, precision: str, out: Path, quant: dict | Non
         elif result.judged_on:
             log(f"warning: {spec.name}'s FP32 outputs carry no signal, so the file was judged on "
                 f"{result.judged_on}; load trained weights with --weights")
+        warning = quality_warning(result)
+        if warning:
+            log(warning)
     if not result.passed:
+        weaker = "--verify loose or off keeps" if verify == "strict" else "--verify off keeps (unchecked)"
         raise HarnessError(f"the {precision} ONNX of {spec.name} failed the {verify} export check: "
-                           f"{result.failures[0]}; the file was not kept (please report it; --verify loose or off "
-                           "keeps such a file)")
+                           f"{result.failures[0]}; the file was not kept (please report it; {weaker} such a file)")
     atomic_write(verify_sidecar(out), json.dumps(result.to_dict(), indent=2, default=float))
     atomic_write(out, payload)
     return out
+
+
+# Below these the quantized model itself (not the file: the check vouches for that) is far from FP32: the SQNR
+# floor is harness compare's INT8 default criterion; 90 % top-1 agreement is 3 of the check's 32 answers changed.
+USABLE_SQNR_DB = 15.0
+USABLE_TOP1_AGREEMENT_PCT = 90.0
+
+
+def quality_warning(v: Verification) -> str | None:
+    """A passed INT8 check says the file is the quantized model; say so when that model is unusable, and where
+    to look next."""
+    if not (v.passed and v.precision.startswith("int8") and v.sqnr_db is not None and not v.degenerate):
+        return None
+    agreement = v.top1_agreement_pct  # None when judged on the features before the head: SQNR alone
+    if v.sqnr_db >= USABLE_SQNR_DB and (agreement is None or agreement >= USABLE_TOP1_AGREEMENT_PCT):
+        return None
+    agreed = "n/a" if agreement is None else f"{agreement:.1f} %"
+    return (f"warning: the file passed the {v.level} export check (it is the quantized model, faithfully), but the "
+            f"quantized model itself is far from FP32: SQNR {v.sqnr_db:.2f} dB, top-1 agreement "
+            f"{agreed} on {v.samples} {v.inputs} inputs (floor {USABLE_SQNR_DB:g} dB, "
+            f"{USABLE_TOP1_AGREEMENT_PCT:g} %); find the layers that lose it with harness debug layers (same model "
+            "and quantization options), then keep them in float with harness debug qdq")
 
 
 def qdq_proto(quant_model, sample, precision: str) -> onnx.ModelProto:

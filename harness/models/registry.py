@@ -83,8 +83,10 @@ def parse_shape(text: str, option: str = "--input-shape") -> tuple[int, ...]:
 
 def resolve_model(name: str, weights: str | None = None, input_shape: str | None = None) -> ModelSpec:
     """Validate a model request up front so a typo fails before any work starts."""
-    if weights is not None and not Path(weights).is_file():
-        raise HarnessError(f"--weights {weights}: no such file; pass a state_dict saved with torch.save")
+    if weights is not None:
+        from harness.fileio import expect_file
+
+        expect_file(Path(weights), "--weights", "pass a state_dict saved with torch.save")
     shape = parse_shape(input_shape) if input_shape else None
     if shape is not None and len(shape) != 3:
         raise HarnessError(f"--input-shape {input_shape!r} must be CxHxW, like 3x224x224")

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from harness.data.datasets import DigitsDataset
+from harness.fileio import atomic_write
 from harness.models.digits_resnet import DigitsResNet
 from harness.models.registry import BUNDLED_WEIGHTS, resolve_model
 
@@ -43,8 +44,7 @@ def train_digits(out: Path, epochs: int = 30, lr: float = 0.05, log=print) -> fl
         eta = elapsed / (epoch + 1) * (epochs - epoch - 1)
         log(f"epoch {epoch + 1}/{epochs}: loss {loss.item():.4f}  elapsed {elapsed:.0f} s  ETA {eta:.0f} s")
     acc = evaluate_torch(model.eval(), data)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out)
+    atomic_write(out, lambda tmp: torch.save(model.state_dict(), tmp))
     log(f"validation top-1 {acc:.2f} % -> {out}")
     return acc
 

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from harness.errors import HarnessError
 from harness.quantize.onnx_graph import DEQUANTIZE, QUANTIZE, Graph
 from harness.quantize.residual_split import Split, split_residual
 
@@ -170,11 +169,7 @@ def check(model: onnx.ModelProto, path: str = "") -> Readiness:
 
 
 def inspect_file(path: Path) -> Readiness:
-    path = Path(path)
-    if not path.is_file():
-        raise HarnessError(f"{path}: no such file; export one with harness export --precision int8")
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # onnx raises DecodeError and others
-        raise HarnessError(f"{path}: not an ONNX model ({type(exc).__name__})") from exc
+    from harness.fileio import read_user_onnx
+
+    model = read_user_onnx(path, "MODEL", "export one with harness export --precision int8")
     return check(model, str(path))

@@ -3,7 +3,9 @@
 A cell's latency regresses when CURRENT is slower both significantly (a one-sided Mann-Whitney U test on the
 raw per-query latencies both runs kept, p < 0.05) and by more than the allowed percentage (the ratio of the
 medians, reported with its bootstrap 95 % interval). A cell the baseline had and the current run lacks, or one
-that now fails, is a regression too; new cells are listed, never silently passed as checked.
+that now fails, is a regression too; new cells are listed, never silently passed as checked. A criterion that
+cannot be evaluated on a cell both sides finished (its latency or accuracy missing or NaN on either side) fails
+that cell: a gate that skips its check without a word is no gate.
 """
 
 from __future__ import annotations
@@ -29,17 +31,6 @@ class Comparison:
     regressions: int
 
 
-def parse_percent(text: str, option: str) -> float:
-    """'5%' or '5' -> 5.0 (percent)."""
-    try:
-        value = float(str(text).strip().removesuffix("%"))
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < 1000:
-        raise HarnessError(f"{option} {text!r} must be a percentage like 5% (or 5)")
-    return value
-
-
 def _keyed(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     if "scenario" not in df.columns:  # rows from before scenarios existed were timed by the closed loop
@@ -62,7 +53,14 @@ def _shift(r) -> Shift | None:
     return slowdown_from_intervals(side["base"], side["cur"])
 
 
-def _verdict(r, shift: Shift | None, max_latency_pct: float, max_drop_pp: float) -> str:
+def _missing(r, column: str) -> str | None:
+    """Which side lacks `column` for this cell ('baseline', 'current', 'both'), or None when both have it."""
+    gone = [side for side, suffix in (("baseline", "_base"), ("current", "_cur")) if pd.isna(r[column + suffix])]
+    return None if not gone else "both" if len(gone) == 2 else gone[0]
+
+
+def _verdict(r, shift: Shift | None, max_latency_pct: float, max_drop_pp: float | None, acc: str) -> str:
+    """max_drop_pp None: the accuracy criterion was not asked for (--latency-only)."""
     if pd.isna(r["status_cur"]):
         return "REGRESSION: missing in current"
     if pd.isna(r["status_base"]):
@@ -74,11 +72,19 @@ def _verdict(r, shift: Shift | None, max_latency_pct: float, max_drop_pp: float)
         return "still fails"
     if not base_ok:
         return "fixed"
-    found = []
-    if shift is not None and shift.significant and 100.0 * (shift.ratio - 1.0) > max_latency_pct:
+    found, unevaluated = [], []
+    closed_loop = r.name[SETTINGS.index("scenario")] in (CLOSED_LOOP, "-")  # scenarios: scenario_gate.apply
+    if closed_loop and (shift is None or not np.isfinite(shift.ratio)):
+        unevaluated.append(f"latency (latency_p50_ms missing in {_missing(r, 'latency_p50_ms') or 'the samples'})")
+    elif closed_loop and shift.significant and 100.0 * (shift.ratio - 1.0) > max_latency_pct:
         found.append("latency")
-    if r["accuracy_drop_pp"] > max_drop_pp:
-        found.append("accuracy")
+    if max_drop_pp is not None:
+        if pd.isna(r["accuracy_drop_pp"]):
+            unevaluated.append(f"accuracy ({acc} missing in {_missing(r, acc) or 'both'})")
+        elif r["accuracy_drop_pp"] > max_drop_pp:
+            found.append("accuracy")
+    if unevaluated:
+        found.append(f"{' and '.join(unevaluated)} not evaluated")
     return f"REGRESSION: {' and '.join(found)}" if found else "ok"
 
 
@@ -105,9 +111,10 @@ def checked_side(df: pd.DataFrame, source) -> pd.DataFrame:
     return df
 
 
-def compare(base: pd.DataFrame, cur: pd.DataFrame, max_latency_pct: float, max_drop_pp: float,
+def compare(base: pd.DataFrame, cur: pd.DataFrame, max_latency_pct: float, max_drop_pp: float | None,
             max_qps_drop_pct: float = 5.0, max_p99_pct: float | None = None) -> Comparison:
-    """Scenario cells are judged on their rate and p99 (harness.report.scenario_gate); `max_p99_pct` defaults to
+    """Every cell of either side with its verdict; max_drop_pp None leaves accuracy out (--latency-only).
+    Scenario cells are judged on their rate and p99 (harness.report.scenario_gate); `max_p99_pct` defaults to
     `max_latency_pct`."""
     acc = accuracy_column(pd.concat([base, cur]))
     cols = list(dict.fromkeys(["status", "latency_p50_ms", *CI_COLUMNS, "samples_file", "unstable", acc,
@@ -122,8 +129,8 @@ def compare(base: pd.DataFrame, cur: pd.DataFrame, max_latency_pct: float, max_d
     both["ratio_ci_hi"] = [s.hi if s else np.nan for s in shifts]
     both["p_value"] = [s.p_value if s else None for s in shifts]
     both["test"] = [s.method if s else None for s in shifts]
-    both["verdict"] = [_verdict(r, s, max_latency_pct, max_drop_pp) for (_, r), s in zip(both.iterrows(), shifts,
-                                                                                        strict=True)]
+    both["verdict"] = [_verdict(r, s, max_latency_pct, max_drop_pp, acc)
+                       for (_, r), s in zip(both.iterrows(), shifts, strict=True)]
     both = scenario_gate.apply(both, max_qps_drop_pct, max_latency_pct if max_p99_pct is None else max_p99_pct)
     both["verdict"] = [v + _gpu_state(r) if v.startswith("REGRESSION") else v
                        for v, (_, r) in zip(both["verdict"], _states(base, cur, both.index).iterrows(), strict=True)]

@@ -32,8 +32,13 @@ class CellClaims:
             return None
 
     def _open(self, cid: str) -> int:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        return os.open(self.folder / f"{cid}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        from harness.fileio import WriteFailed, make_folder
+
+        lock = make_folder(self.folder) / f"{cid}.lock"
+        try:
+            return os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise WriteFailed(lock, exc) from exc
 
     def _holder(self, fd: int) -> str:
         text = os.pread(fd, 32, 0).decode(errors="replace").strip()

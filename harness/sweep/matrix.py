@@ -106,6 +106,10 @@ def baseline_of(exp: Experiment, cell: Cell) -> Cell:
 
 
 def check_baseline(exp: Experiment, cells: list[Cell]) -> None:
+    if not cells:
+        raise HarnessError(f"{exp.path}: the matrix is empty: the exclude rules remove every cell of the axes"
+                           f"{' and include adds none' if exp.include else ''}; remove an exclude rule or add values "
+                           "to an axis")
     present = set(cells)
     if not any(baseline_of(exp, c) in present for c in cells):
         wanted = ", ".join(f"{k}: {v}" for k, v in exp.baseline.items())
@@ -129,7 +133,11 @@ def work_key(cell: Cell) -> tuple:
 
 
 def shard(cells: list[Cell], k: int, n: int) -> list[Cell]:
-    """Whole work groups go, largest first, to the least loaded shard: every runner computes the same split."""
+    """Whole work groups go, largest first, to the least loaded shard: every runner computes the same split.
+    More shards than cells is refused: the extra ones would run nothing."""
+    if n > len(cells):
+        raise HarnessError(f"--shard {k}/{n}: the matrix has {len(cells)} cell(s), so at most {len(cells)} "
+                           "shard(s)")
     groups: dict[tuple, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(work_key(cell), []).append(cell)

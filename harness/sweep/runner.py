@@ -18,8 +18,8 @@ import numpy as np
 from harness.backends.base import BuildOptions, Timing
 from harness.build import backend_for, build_artifact, export_check, load_engine, onnx_for, prepare_seconds
 from harness.data.datasets import SyntheticDataset, resolve_dataset
-from harness.errors import HarnessError, MissingDependency
-from harness.fileio import machine_fault
+from harness.errors import HarnessError, MachineFault, MissingDependency
+from harness.fileio import atomic_write, machine_fault
 from harness.measure.energy import EnergyMeter, closed_loop_energy
 from harness.measure.evaluate import check_deployed, evaluate, reference_outputs
 from harness.measure.latency import latency_stats
@@ -207,8 +207,7 @@ def _layers(ws: Workspace, runner, cid: str) -> dict:
 
     table = layer_table(info())
     rel = Path("layers") / f"{cid}.csv"
-    (ws.store.root / rel).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(ws.store.root / rel, index=False)
+    atomic_write(ws.store.root / rel, lambda tmp: table.to_csv(tmp, index=False))
     first = table["input_precision"].str.split("/").str[0]
     counts = {f"layers_{p.lower()}": int((first == p).sum()) for p in ("INT8", "FP16", "FP32")}
     return {"layer_table": str(rel), "layers_total": len(table), **counts}
@@ -303,8 +302,8 @@ def run_cell(ws: Workspace, cell: Cell) -> dict:
     except Exception as exc:  # one broken cell must not end the sweep: it becomes a row
         fault = machine_fault(exc)
         if fault:  # not a result of the cell: no row, so a re-run retries it
-            raise HarnessError(f"sweep stopped at {cell.label()} ({row['failed_stage']}): {fault}; nothing was "
-                               "stored for this cell: free space or fix permissions, then re-run") from exc
+            raise MachineFault(f"sweep stopped at {cell.label()} ({row['failed_stage']}): {fault}; nothing was "
+                               "stored for this cell: fix that, then re-run (finished cells are kept)") from exc
         row.update(status="failed", error=one_line(exc),
                    missing_extra=exc.extra if isinstance(exc, MissingDependency) else None)
     finally:

@@ -14,7 +14,6 @@ from pathlib import Path
 import click
 
 from harness import cache_integrity
-from harness.errors import HarnessError
 from harness.fileio import atomic_write, clean_stale_temps
 
 CELLS, TABLE = "cells", "results"
@@ -93,14 +92,9 @@ class ResultStore:
                 and cache_integrity.check(self.root / f"{TABLE}.csv") is not None)
 
     def write(self, row: dict) -> Path:
-        path = self.cells / f"{row['cell_id']}.json"
-        data = json.dumps(row, indent=1, sort_keys=True, default=str)
-        try:
-            atomic_write(path, data)
-        except OSError as exc:
-            raise HarnessError(f"cannot store cell {row['cell_id']} under {self.cells}: {exc.strerror}; "
-                               "nothing was stored for it: fix that and re-run") from exc
-        return path
+        """Store a finished cell; a failure to write is `cannot write FILE: reason` (WriteFailed) and stores nothing."""
+        return atomic_write(self.cells / f"{row['cell_id']}.json", json.dumps(row, indent=1, sort_keys=True,
+                                                                               default=str))
 
     def write_tables(self, order: list[str]) -> Path | None:
         """results.parquet and results.csv of the finished cells among `order` (matrix order), derived columns
@@ -113,10 +107,7 @@ class ResultStore:
             return None
         frame = results_frame(finished)
         csv = self.root / f"{TABLE}.csv"
-        try:
-            atomic_write(self.root / f"{TABLE}.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
-            atomic_write(csv, lambda tmp: frame.to_csv(tmp, index=False))
-            cache_integrity.commit(csv, [self.root / f"{TABLE}.parquet"])
-        except OSError as exc:
-            raise HarnessError(f"cannot write the results table under {self.root}: {exc.strerror}") from exc
+        atomic_write(self.root / f"{TABLE}.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
+        atomic_write(csv, lambda tmp: frame.to_csv(tmp, index=False))
+        cache_integrity.commit(csv, [self.root / f"{TABLE}.parquet"])
         return csv

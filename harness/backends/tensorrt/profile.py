@@ -100,12 +100,13 @@ def plot(table: pd.DataFrame, top: int = 20) -> bytes:
 
 def write(table: pd.DataFrame, folder: Path, stem: str) -> dict[str, Path]:
     """<stem>.profile.csv, .by_type.csv, .by_precision.csv and .profile.png under `folder`."""
+    from harness.fileio import atomic_write
+
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     paths = {"layers": folder / f"{stem}.profile.csv", "by_type": folder / f"{stem}.by_type.csv",
              "by_precision": folder / f"{stem}.by_precision.csv", "plot": folder / f"{stem}.profile.png"}
-    table.to_csv(paths["layers"], index=False)
-    totals(table, "type").to_csv(paths["by_type"], index=False)
-    totals(table, "precision").to_csv(paths["by_precision"], index=False)
-    paths["plot"].write_bytes(plot(table))
+    for key, frame in (("layers", table), ("by_type", totals(table, "type")),
+                       ("by_precision", totals(table, "precision"))):
+        atomic_write(paths[key], lambda tmp, frame=frame: frame.to_csv(tmp, index=False))
+    atomic_write(paths["plot"], plot(table))
     return paths

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from harness.errors import HarnessError, require
+from harness.errors import HarnessError, MachineFault, require
 from harness.fileio import atomic_write
 from harness.sweep.executors.groups import is_gpu, split_by_device
 from harness.sweep.experiment import Experiment
@@ -26,9 +26,25 @@ from harness.sweep.store import ResultStore
 TIMING_SLOT = "harness_timing_slot"
 
 
+FAULT = "_machine_fault"  # a worker's row that is no row: the machine failed, and the driver stops the run
+
+
+def _new_files(root: Path, sent: set[str]) -> dict[str, bytes]:
+    """Files a cell left under the worker's results folder (latency samples, per-layer and profile tables) that
+    were not sent yet: relative path -> bytes."""
+    files = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".tmp")):
+        rel = path.relative_to(root).as_posix()
+        if rel not in sent:
+            sent.add(rel)
+            files[rel] = path.read_bytes()
+    return files
+
+
 def _run_unit(exp: Experiment, engines_dir: str, cells: list[Cell]) -> Iterator[dict]:
-    """On a worker: the unit's rows, each yielded as it finishes, tagged with the node that ran it; per-layer
-    tables (TensorRT) travel in the row, since the driver's disk may not be the worker's."""
+    """On a worker: the unit's rows, each yielded as it finishes, tagged with the node that ran it; the files a
+    cell writes beside its row (latency samples for `report compare`, TensorRT's per-layer tables) travel with
+    it, since the driver's disk may not be the worker's. A machine fault ends the unit with a FAULT row."""
     import ray
 
     gpus = ray.get_gpu_ids()
@@ -36,10 +52,12 @@ def _run_unit(exp: Experiment, engines_dir: str, cells: list[Cell]) -> Iterator[
            f"{','.join(map(str, gpus))})"
     with tempfile.TemporaryDirectory(prefix="harness-ray-") as tmp:
         ws = Workspace(exp, Path(engines_dir), ResultStore(Path(tmp)), log=lambda _: None)
-        for row in run_group(ws, cells):
-            files = {row["layer_table"]: (Path(tmp) / row["layer_table"]).read_text()} if row.get("layer_table") \
-                else {}
-            yield {**row, "ran_on": node, "_files": files}
+        sent: set[str] = set()
+        try:
+            for row in run_group(ws, cells):
+                yield {**row, "ran_on": node, "_files": _new_files(Path(tmp), sent)}
+        except MachineFault as exc:
+            yield {FAULT: f"{exc.message} (on {node})"}
 
 
 def _connect(ray, address: str | None) -> None:
@@ -123,10 +141,12 @@ def ray_executor(address: str | None):
                     error = _reason(exc, ws.exp.executor["max_retries"])
                     yield from (lost_row(ws.exp, c, "worker", error) for c in pending.pop(gen).values())
                     continue
+                if FAULT in row:
+                    raise MachineFault(row[FAULT])
                 if pending[gen].pop(row["cell_id"], None) is None:
                     continue  # a retried task re-sends rows that are stored already
-                for rel, text in row.pop("_files").items():
-                    atomic_write(ws.store.root / rel, text)
+                for rel, data in row.pop("_files").items():
+                    atomic_write(ws.store.root / rel, data)
                 yield row
         finally:
             for gen in pending:

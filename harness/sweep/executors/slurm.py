@@ -16,7 +16,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-from harness.errors import HarnessError, require
+from harness.errors import HarnessError, MachineFault, require
 from harness.sweep.executors.groups import is_gpu, split_by_device
 from harness.sweep.experiment import Experiment
 from harness.sweep.matrix import Cell, cell_id
@@ -24,18 +24,22 @@ from harness.sweep.runner import Workspace, lost_row, run_group
 from harness.sweep.store import ResultStore
 
 
-def _run_task(exp: Experiment, engines_dir: str, store_root: str, cells: list[Cell]) -> list[str]:
-    """On a node: run the cells and store each row at once; returns the ids stored."""
+def _run_task(exp: Experiment, engines_dir: str, store_root: str, cells: list[Cell]) -> dict:
+    """On a node: run the cells and store each row at once; returns the ids stored and the machine fault that
+    stopped the task, if one did (the driver then stops the run instead of storing failed rows)."""
     job = os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID", "local"))
     task = os.environ.get("SLURM_ARRAY_TASK_ID")
     node = f"{socket.gethostname()} (slurm job {job}{'_' + task if task else ''})"
     store = ResultStore(Path(store_root))
     ws = Workspace(exp, Path(engines_dir), store, log=print)
     done = []
-    for row in run_group(ws, cells):
-        store.write({**row, "ran_on": node})
-        done.append(row["cell_id"])
-    return done
+    try:
+        for row in run_group(ws, cells):
+            store.write({**row, "ran_on": node})
+            done.append(row["cell_id"])
+    except MachineFault as exc:
+        return {"stored": done, "machine_fault": f"{exc.message} (on {node})"}
+    return {"stored": done, "machine_fault": None}
 
 
 def _submitter(submitit, exp: Experiment, folder: Path, gpu: bool, cluster: str | None):
@@ -81,6 +85,9 @@ def slurm_executor(cluster: str | None = "slurm", poll_s: float = 5.0):
                     left = [c for c in unit if cell_id(exp, c) not in stored]
                     if not left:
                         continue
+                    fault = _machine_fault(job)
+                    if fault:
+                        raise MachineFault(fault)
                     error = _job_error(job)
                     if attempts < exp.executor["max_retries"]:
                         ws.log(f"Slurm task {job.job_id} failed ({error}); submitting its {len(left)} cell(s) again")
@@ -95,6 +102,15 @@ def slurm_executor(cluster: str | None = "slurm", poll_s: float = 5.0):
             attempts += 1
 
     return run
+
+
+def _machine_fault(job) -> str | None:
+    """The machine fault that stopped a finished task, if one did."""
+    try:
+        result = job.result()
+    except Exception:  # the task failed another way: _job_error says how
+        return None
+    return result.get("machine_fault") if isinstance(result, dict) else None
 
 
 def _job_error(job) -> str:
