@@ -25,6 +25,30 @@ def _harness(*args, **kw):
                           capture_output=True, text=True, **kw)
 
 
+def test_help_lists_every_command_without_importing_torch_pandas_or_onnx():
+    """`harness --help` is a page of text: it must not pay for torch (seconds) to print it."""
+    code = ("import sys\nfrom harness.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('IMPORTED', sorted(m for m in ('torch', 'pandas', 'onnx', 'onnxruntime') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "IMPORTED []" in out
+    from harness.cli import COMMANDS
+
+    for name, (_, short) in COMMANDS.items():
+        assert name in out and short.split()[0] in out
+
+
+def test_every_listed_command_loads_and_has_help():
+    """The command table's entries resolve to real commands (its one-line helps are what --help lists)."""
+    import click
+
+    from harness.cli import COMMANDS, cli
+
+    ctx = click.Context(cli)
+    for name in COMMANDS:
+        command = cli.get_command(ctx, name)
+        assert isinstance(command, click.Command) and command.help, name
+
+
 def test_a_reader_that_leaves_early_ends_the_command_quietly():
     """`harness --help | head -1`: no BrokenPipeError on stderr."""
     proc = subprocess.Popen([sys.executable, "-c", "from harness.cli import main; main()", "export", "--help"],
