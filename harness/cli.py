@@ -24,7 +24,7 @@ COMMANDS = {
     "sensitivity": ("quantize:sensitivity", "Rank layers by what leaving each one alone in float recovers."),
     "qat": ("quantize:qat", "Quantization-aware fine-tuning from a calibrated checkpoint."),
     "inspect": ("quantize:inspect_cmd", "TensorRT-readiness of a Q/DQ ONNX: quantized inputs, shared scales, hazards."),
-    "inspect-engine": ("engine_inspect:inspect_engine", "Per-layer table of an engine: precisions, tactics, reformats."),
+    "inspect-engine": ("engine_inspect:inspect_engine", "Per-layer table of an engine: precisions and tactics."),
     "profile": ("engine_inspect:profile_cmd", "Per-layer profile of a TensorRT engine."),
     "sweep": ("sweep:sweep", "Run every cell of an experiment file, resumably, into a results table and report."),
     "report": ("report:report", "Merge sweep results into one report; `report compare` gates regressions."),
