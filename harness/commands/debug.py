@@ -379,7 +379,7 @@ def qdq_cmd(quant_onnx, model_name, weights, input_shape, precision, quant_file,
         layer_names = list(quant_layers(qm.model))
 
         def rank():
-            return ranked_candidates(qm, data.take("calib", min(limit, 256))[0])
+            return ranked_candidates(qm, data.take("calib", min(limit, 256))[0], _log)
     if max_top1_drop is not None and not data.has_labels:
         raise HarnessError(f"--max-top1-drop needs labels and dataset {data.name} has none: use "
                            "--min-top1-agreement or --min-sqnr")
@@ -388,7 +388,7 @@ def qdq_cmd(quant_onnx, model_name, weights, input_shape, precision, quant_file,
     click.echo(f"{title} on {backend}: {len(order)} quantized layers, target {target.describe()} on "
                f"{data.name}/{split}")
     search = Search(order, measurer(spec, make_onnx, precision, backend, engines_dir, data, split, limit, target,
-                                    cache, latency, _log))
+                                    cache, latency))
     chosen = search.run(_log)
     click.echo(f"  {'step':>4s}  {'in float':>8s}  {'top1 %':>6s}  {'drop':>6s}  {'agree %':>7s}  {'SQNR dB':>7s}  "
                f"{'p50 ms':>7s}  result           layers in float")
