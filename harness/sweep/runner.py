@@ -148,9 +148,14 @@ class Workspace:
 
     def reference(self, cell: Cell):
         """FP32 PyTorch logits of the evaluation split, which every artifact of the model is scored against."""
-        return self.once(("reference", cell.model, cell.dataset),
-                         lambda: reference_outputs(self.dataset(cell), self.exp.evaluation["split"],
-                                                   self.exp.build["max_batch"], self.exp.evaluation["limit"]))
+        def make():
+            start = time.perf_counter()
+            out = reference_outputs(self.dataset(cell), self.exp.evaluation["split"], self.exp.build["max_batch"],
+                                    self.exp.evaluation["limit"])
+            self.step("reference", time.perf_counter() - start)
+            return out
+
+        return self.once(("reference", cell.model, cell.dataset), make)
 
 
 def export_check_columns(onnx: Path) -> dict:
@@ -340,9 +345,10 @@ def run_cell(ws: Workspace, cell: Cell) -> dict:
         took = []
 
         def score():
+            reference = ws.reference(cell)
             begin = time.perf_counter()
             result = evaluate(runner, ws.dataset(cell), exp.evaluation["split"], (meta.batch[0], meta.batch[2]),
-                              exp.evaluation["limit"], ws.reference(cell))
+                              exp.evaluation["limit"], reference)
             took.append(time.perf_counter() - begin)
             return result
 
@@ -483,10 +489,12 @@ def run_sweep(ws: Workspace, cells: list[Cell], matrix: list[Cell], retry_failed
 
 def phases(exp: Experiment, todo: list[Cell]) -> dict[str, tuple[int, float]]:
     """The steps the cells left will take, and what one is expected to cost until one is measured: a calibration
-    + export per distinct ONNX, a build, a timing (its budget's likely share) and an evaluation per cell."""
+    + export per distinct ONNX, a build, a timing (its budget's likely share) and an evaluation per cell, an FP32
+    reference per model and dataset."""
     exports = {(c.model, c.precision, str(quant_config(exp, c))) for c in todo if c.backend != "torch"}
     timing = exp.timing
     per_cell = min(timing["max_s"], timing["repeats"] * (timing["warmup_s"] + timing["duration_s"]))
     build = 30.0 if any(c.backend == "tensorrt" for c in todo) else 0.2
+    references = {(c.model, c.dataset) for c in todo}
     return {"export": (len(exports), 3.0), "build": (len(todo), build), "time": (len(todo), per_cell),
-            "evaluate": (len(todo), 1.0)}
+            "reference": (len(references), 2.0), "evaluate": (len(todo), 1.0)}
