@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import os
 import traceback
 
 import click
@@ -95,4 +96,9 @@ def cli(ctx, debug):
 
 
 def main() -> None:
+    # torch's OpenMP threads spin between parallel regions by default: on a machine shared with other jobs a
+    # spinning thread holds the core its preempted sibling needs, and calibration, export checks and references
+    # ran 4-6x slower (digits-resnet, 2 cores at load 5). Sleeping threads do not. Set before torch loads; a value
+    # the user gives wins. ONNX Runtime's CPU timing does not use OpenMP (its threads: harness.backends.cpu_threads).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cli(prog_name="harness")

@@ -136,6 +136,24 @@ def test_sub_millisecond_cells_get_shorter_repeats():
     assert lengths[2] == pytest.approx(SAMPLES_PER_REPEAT * 0.2e-3, rel=0.1) and lengths[3] == 0.25
 
 
+def test_a_multithreaded_cpu_cell_on_a_loaded_machine_names_the_contention():
+    from harness.report.headline import why_flagged
+    from harness.sweep.runner import timing_columns
+
+    rng = np.random.default_rng(11)
+    runs = [Timing(rng.uniform(10, 30, 20), 0.4, 32, "x") for _ in range(3)]
+    loaded = {"load_avg_before": 3.1, "load_avg_after": 4.2}
+    row = timing_columns(runs, 32, StopRule(3, 2.0, TARGET), loaded, {"threads": 2, "spin_wait": False})
+    assert not row["stable"] and "contention: its 2 intra-op threads share" in row["unstable_reason"]
+    assert "(load 4.2)" in row["unstable_reason"]
+    assert why_flagged(row) == "wide interval, contention"
+    alone = timing_columns(runs, 32, StopRule(3, 2.0, TARGET), loaded, {"threads": 1, "spin_wait": False})
+    assert "contention" not in alone["unstable_reason"]  # one thread stalls on no sibling
+    quiet = timing_columns(runs, 32, StopRule(3, 2.0, TARGET), {"load_avg_before": 2.1, "load_avg_after": 2.2},
+                           {"threads": 2, "spin_wait": False})
+    assert "contention" not in quiet["unstable_reason"]  # the load is its own two threads
+
+
 @pytest.mark.parametrize("timing, message", [
     ("{max_s: -1}", "timing.max_s: -1 must be a number >= 0"),
     ("{interleave: yes please}", "timing.interleave: 'yes please' must be true or false"),
@@ -150,3 +168,16 @@ def test_bad_timing_keys_are_one_line_errors(tmp_path, timing, message):
     path.write_text(f"models: [digits-resnet]\nprecisions: [fp32]\ntiming: {timing}\n")
     with pytest.raises(HarnessError, match=message.replace("'", ".")):
         load_experiment(path)
+
+
+def test_cpu_threads_are_one_at_small_batches_and_spare_a_core_at_large_ones(monkeypatch):
+    from harness.backends import cpu_threads
+
+    monkeypatch.setattr(cpu_threads, "physical_cores", lambda: 8)
+    assert cpu_threads.session_settings(1) == {"threads": 1, "spin_wait": False}
+    assert cpu_threads.session_settings(32) == {"threads": 7, "spin_wait": False}
+    assert cpu_threads.session_settings(32, 8, True) == {"threads": 8, "spin_wait": True}  # the experiment's choice
+    monkeypatch.setattr(cpu_threads, "physical_cores", lambda: 2)
+    assert cpu_threads.session_settings(32)["threads"] == 1
+    monkeypatch.setattr(cpu_threads, "physical_cores", lambda: 1)
+    assert cpu_threads.session_settings(32)["threads"] == 1

@@ -29,7 +29,7 @@ from harness.errors import HarnessError
               help="Artifact cache shared with build-engine.")
 @click.option("--threads", default=None, metavar="N|auto",
               help="CPU cells: ONNX Runtime intra-op threads, overriding the experiment's timing.threads (auto: 1 "
-                   "below batch 8, else every physical core; rows record it as cpu_threads).")
+                   "below batch 8, else every physical core but one; rows record it as cpu_threads).")
 def sweep(experiment_file, shard, executor, address, dry_run, retry_failed, fail_on_error, reports_dir,
           engines_dir, threads):
     """Run every cell of EXPERIMENT_FILE; a finished cell is stored at once, a failing one is stored as a row

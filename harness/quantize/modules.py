@@ -72,7 +72,7 @@ class StatsCalibrator(HistogramCalibrator):
             self._calib_bin_edges = torch.arange(0, m + width, width)
         top = float(self._calib_bin_edges[-1])
         # histc's own arithmetic (x * bins / max, truncated; x == max in the last bin), so the counts are its counts
-        index = a.mul_(self._num_bins).div_(top).to(torch.int64).clamp_(max=self._num_bins - 1)
+        index = a.mul_(self._num_bins).div_(top).to(torch.int32).clamp_(max=self._num_bins - 1)
         hist = torch.bincount(index.flatten(), minlength=self._num_bins).float()
         if self._calib_hist is not None:
             hist[: self._calib_hist.numel()] += self._calib_hist

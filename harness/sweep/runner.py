@@ -216,8 +216,9 @@ def contention(session: dict | None, loads: list) -> str | None:
     others = max(loads) - session["threads"]
     if others < 0.5:
         return None
-    return (f"{session['threads']} intra-op threads contend with other processes for {os.cpu_count()} cores "
-            f"(load {max(loads):.1f}; timing.threads: 1 avoids it)")
+    return (f"contention: its {session['threads']} intra-op threads share {os.cpu_count()} cores with other "
+            f"processes (load {max(loads):.1f}), so a query waits for whichever is preempted (timing.threads 1 "
+            "avoids that)")
 
 
 def timing_columns(runs: list[Timing], batch: int, rule: StopRule, extra: dict | None = None,
