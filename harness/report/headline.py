@@ -68,13 +68,15 @@ def why_flagged(r) -> str:
 
 
 def noisy(group: pd.DataFrame) -> str | None:
-    """'noisy machine (load 2.3)' when half the group's timed cells or more were flagged."""
+    """'noisy machine (load 2.3): 9 of 11 cells flagged' when half the group's timed cells or more were flagged."""
     timed = group[(group["status"] == "ok") & group["latency_p50_ms"].notna()]
-    if timed.empty or unstable(timed).sum() * 2 < len(timed):
+    flagged = int(unstable(timed).sum())
+    if timed.empty or flagged * 2 < len(timed):
         return None
     loads = pd.to_numeric(pd.concat([timed.get(c, pd.Series(dtype=float))
                                      for c in ("load_avg_before", "load_avg_after")]), errors="coerce").dropna()
-    return f"noisy machine (load {loads.max():.1f})" if not loads.empty else "noisy machine"
+    load = f" (load {loads.max():.1f})" if not loads.empty else ""
+    return f"noisy machine{load}: {flagged} of {len(timed)} cells flagged"
 
 
 def _fastest(df: pd.DataFrame, group: pd.DataFrame) -> str:
@@ -91,7 +93,7 @@ def _fastest(df: pd.DataFrame, group: pd.DataFrame) -> str:
             return f"{group_label(group.iloc[0])}: no timed cell within the accuracy budget."
         cells = "; ".join(f"{_cell(r)} [{why_flagged(r)}]" for _, r in flagged.iterrows())
         return (f"{group_label(group.iloc[0])}: no cell's median settled within its target"
-                f"{f' ({machine})' if machine else ''}; measured within the accuracy budget, fastest first: "
+                f"{f'; {machine}' if machine else ''}; measured within the accuracy budget, fastest first: "
                 f"{cells}.")
     best = candidates.iloc[0]
     faster = flagged[flagged["latency_p50_ms"] < best["latency_p50_ms"]]
@@ -107,7 +109,7 @@ def _fastest(df: pd.DataFrame, group: pd.DataFrame) -> str:
         text += ("; measured faster but flagged, so not ranked: "
                  + "; ".join(f"{_cell(r)} [{why_flagged(r)}]" for _, r in faster.iterrows()))
     if machine:
-        text += f" ({machine}: half or more of these cells were flagged)"
+        text += f"; {machine}"
     return text + "."
 
 
