@@ -31,7 +31,8 @@ def repeats(values_per_repeat):
     calls, lengths = [], []
 
     def run(key):
-        def once(seconds):
+        def once(seconds, first):
+            assert first == (key not in calls)  # only a key's first repeat warms up
             calls.append(key)
             lengths.append(seconds)
             return Timing(np.asarray(values_per_repeat[key][calls.count(key) - 1]), 0.1, 1, "x")

@@ -204,18 +204,20 @@ def load_average() -> float | None:
         return None
 
 
-def time_until_stable(repeat: dict[str, Callable[[float], Timing]], rules: dict[str, StopRule],
+def time_until_stable(repeat: dict[str, Callable[[float, bool], Timing]], rules: dict[str, StopRule],
                       on_done: Callable[[str, list[Timing], float], None] | None = None) -> dict[str, list]:
-    """Repeat each key's timing (called with the repeat's length in seconds) until its rule is met, in rounds:
-    one repeat of every unfinished key per round, so with several keys a change in load hits all of them alike
-    (`timing.interleave`). `on_done(key, runs, seconds spent)` hears of each key as it finishes."""
+    """Repeat each key's timing until its rule is met, in rounds: one repeat of every unfinished key per round, so
+    with several keys a change in load hits all of them alike (`timing.interleave`). A repeat is called with its
+    length in seconds and whether it is the key's first (which warms up; later ones need one untimed query to
+    refill the caches the other keys used). `on_done(key, runs, seconds spent)` hears of each key as it
+    finishes."""
     runs: dict[str, list[Timing]] = {k: [] for k in repeat}
     spent = dict.fromkeys(repeat, 0.0)
     pending = list(repeat)
     while pending:
         for key in pending:
             start = time.perf_counter()
-            runs[key].append(repeat[key](rules[key].repeat_s([t.latency_ms for t in runs[key]])))
+            runs[key].append(repeat[key](rules[key].repeat_s([t.latency_ms for t in runs[key]]), not runs[key]))
             spent[key] += time.perf_counter() - start
         finished = [k for k in pending if rules[k].done([t.latency_ms for t in runs[k]], spent[k])]
         for key in finished:

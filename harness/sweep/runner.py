@@ -196,7 +196,8 @@ def time_cell(ws: Workspace, cell: Cell, runners: dict, labels: dict[str, str] |
 
     with GpuMonitor(enabled=any(getattr(r, "on_gpu", False) for r in runners.values())) as gpu:
         runs = time_until_stable(
-            {cid: (lambda seconds, r=r: r.time(x, timing["warmup_s"], timing["iterations"], seconds))
+            {cid: (lambda seconds, first, r=r: r.time(x, timing["warmup_s"] if first else 0.0, timing["iterations"],
+                                                      seconds))
              for cid, r in runners.items()},
             dict.fromkeys(runners, rule), on_done=report)
     extra = {"load_avg_before": load_before, "load_avg_after": load_average(), **gpu.columns()}
