@@ -156,10 +156,10 @@ def judge(runs: list[np.ndarray], target: float, min_repeats: int = 1) -> Verdic
                        f"{len(runs)} repeats (Kendall p {p:.2g})")
     if outlying.sum() > allowed:
         slow = outlying & (medians > center)
-        side = "slower" if slow.sum() == outlying.sum() else "faster" if not slow.any() else "away"
-        reasons.append(f"bimodal: {int(outlying.sum())} of {len(runs)} repeats sit {side} (median "
-                       f"{_ms(float(np.median(medians[outlying])))}) than the rest ({_ms(float(np.median(kept)))}), "
-                       f"more than a quarter")
+        side = "slower than" if slow.sum() == outlying.sum() else "faster than" if not slow.any() else "away from"
+        reasons.append(f"bimodal: {int(outlying.sum())} of {len(runs)} repeats sit {side} the rest (median "
+                       f"{_ms(float(np.median(medians[outlying])))} against {_ms(float(np.median(kept)))}), more "
+                       "than a quarter")
     elif drifted:
         reasons.append(_spread(kept, drift, target, p50, len(drifted)))
     width = 100.0 * max(p50 - lo, hi - p50) / p50

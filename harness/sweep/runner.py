@@ -10,6 +10,7 @@ disk in the cell store the moment its cell finishes.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
@@ -67,6 +68,7 @@ class Workspace:
     memo: dict = field(default_factory=dict)
     timed: dict = field(default_factory=dict)  # cell id -> timing columns measured ahead (timing.interleave)
     held: dict = field(default_factory=dict)  # cell id -> (runner, artifact bytes) kept open after interleaved timing
+    built: set = field(default_factory=set)  # cell ids whose build step progress has counted
     progress: Progress | None = None  # where this process runs the cells' steps, they are reported here
 
     def step(self, phase: str, seconds: float | None, what: str | None = None) -> None:
@@ -209,8 +211,6 @@ def time_cell(ws: Workspace, cell: Cell, runners: dict, labels: dict[str, str] |
 def contention(session: dict | None, loads: list) -> str | None:
     """Why a multi-threaded CPU cell may wobble: its threads share the cores with other work (the load average
     counts this process's own threads too)."""
-    import os
-
     loads = [v for v in loads if v is not None]
     if not session or session["threads"] < 2 or not loads:
         return None
@@ -308,8 +308,8 @@ def open_artifact(ws: Workspace, cell: Cell, row: dict, runner=None):
     meta, hit = build_artifact(spec, cell.backend, build_options(exp, cell), ws.engines_dir,
                                quant.to_dict() if quant else None, onnx, ws.log, exp.build["verify"],
                                exp.timing["cuda_binding"], session)
-    if cell_id(exp, cell) not in ws.memo.setdefault("built", set()):  # each cell's build counts once
-        ws.memo["built"].add(cell_id(exp, cell))
+    if cell_id(exp, cell) not in ws.built:  # interleaved timing opens a cell's artifact before run_cell does
+        ws.built.add(cell_id(exp, cell))
         ws.step("build", None if hit else time.perf_counter() - start)
     row.update(engine=meta.artifact, engine_size_mb=meta.artifact_bytes / 1e6, build_s=meta.build_s,
                engine_cache_hit=hit)
