@@ -167,9 +167,12 @@ def engine_paths(spec: ModelSpec, backend, options: BuildOptions, onnx_sha: str,
     return key, engines_dir / f"{stem}{backend.suffix}", engines_dir / f"{stem}.json"
 
 
-def backend_for(name: str, cuda_binding: str = "auto"):
-    """The backend; TensorRT's runs through the CUDA binding asked for (the others use no CUDA layer)."""
-    return get_backend(name, cuda_binding=cuda_binding) if name == "tensorrt" else get_backend(name)
+def backend_for(name: str, cuda_binding: str = "auto", cpu: dict | None = None):
+    """The backend; TensorRT's runs through the CUDA binding asked for (the others use no CUDA layer), the CPU
+    backend's sessions with the `cpu` settings given (threads, spin_wait; harness.backends.cpu_threads)."""
+    if name == "tensorrt":
+        return get_backend(name, cuda_binding=cuda_binding)
+    return get_backend(name, **cpu) if name == "cpu" and cpu else get_backend(name)
 
 
 def cached_engine(spec: ModelSpec, backend_name: str, options: BuildOptions, onnx_path: Path,
@@ -190,9 +193,10 @@ def build_artifact(
     log=None,
     verify: str = "strict",
     cuda_binding: str = "auto",
+    cpu: dict | None = None,
 ) -> tuple[EngineMeta, bool]:
     """Return (metadata, cache_hit); a truncated or mismatched artifact is rebuilt, never loaded."""
-    backend = backend_for(backend_name, cuda_binding)
+    backend = backend_for(backend_name, cuda_binding, cpu)
     if options.precision not in backend.precisions:
         raise HarnessError(
             f"--precision {options.precision} is not supported by backend {backend_name}: "
@@ -246,7 +250,7 @@ def sidecar_of(path: Path) -> Path:
     return path if path.suffix == ".json" else path.with_suffix(".json")
 
 
-def load_engine(path: Path, cuda_binding: str = "auto") -> tuple[EngineMeta, Runner]:
+def load_engine(path: Path, cuda_binding: str = "auto", cpu: dict | None = None) -> tuple[EngineMeta, Runner]:
     """Open an artifact (or its sidecar), verifying its hash so a corrupt file fails with a clear line."""
     from harness.fileio import expect_file
 
@@ -259,7 +263,7 @@ def load_engine(path: Path, cuda_binding: str = "auto") -> tuple[EngineMeta, Run
     if not artifact.is_file() or _cached(meta_path, artifact) is None:
         raise HarnessError(f"engine {artifact}: missing, truncated or modified since it was built; "
                            "rebuild with harness build-engine")
-    return meta, backend_for(meta.backend, cuda_binding).load(artifact, meta.build_options)
+    return meta, backend_for(meta.backend, cuda_binding, cpu).load(artifact, meta.build_options)
 
 
 def check_input_shape(meta: EngineMeta, shape: tuple[int, ...], option: str = "--shape") -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import traceback
 
 import click
@@ -10,24 +11,25 @@ import click
 from harness import __version__
 from harness.errors import HarnessError
 
-# name -> module:attribute; a command's module (and torch behind it) is imported only when that command runs,
-# so `harness sweep` on a finished experiment or `harness report` start in about a second.
+# name -> (module:attribute, one-line help). A command's module (and torch behind it) is imported only when that
+# command runs, so `harness --help`, `harness sweep` on a finished experiment or `harness report` start at once;
+# the one-line help lives here so that listing the commands imports none of them.
 COMMANDS = {
-    "train": "pipeline:train",
-    "export": "pipeline:export",
-    "build-engine": "pipeline:build_engine_cmd",
-    "bench": "pipeline:bench",
-    "eval": "pipeline:eval_cmd",
-    "quantize": "quantize:quantize",
-    "sensitivity": "quantize:sensitivity",
-    "qat": "quantize:qat",
-    "inspect": "quantize:inspect_cmd",
-    "inspect-engine": "engine_inspect:inspect_engine",
-    "profile": "engine_inspect:profile_cmd",
-    "sweep": "sweep:sweep",
-    "report": "report:report",
-    "compare": "debug:compare",
-    "debug": "debug:debug",
+    "train": ("pipeline:train", "Retrain digits-resnet from scratch (seeded, CPU)."),
+    "export": ("pipeline:export", "Export a model to ONNX, checked against PyTorch before it is kept."),
+    "build-engine": ("pipeline:build_engine_cmd", "Build (or reuse from the cache) a backend artifact under engines/."),
+    "bench": ("pipeline:bench", "Time an engine: percentiles, throughput, CV."),
+    "eval": ("pipeline:eval_cmd", "Top-1/top-5 on a dataset, and agreement with the FP32 PyTorch reference."),
+    "quantize": ("quantize:quantize", "Calibrate a model and write its quantization checkpoint."),
+    "sensitivity": ("quantize:sensitivity", "Rank layers by what leaving each one alone in float recovers."),
+    "qat": ("quantize:qat", "Quantization-aware fine-tuning from a calibrated checkpoint."),
+    "inspect": ("quantize:inspect_cmd", "TensorRT-readiness of a Q/DQ ONNX: quantized inputs, shared scales, hazards."),
+    "inspect-engine": ("engine_inspect:inspect_engine", "Per-layer table of an engine: precisions and tactics."),
+    "profile": ("engine_inspect:profile_cmd", "Per-layer profile of a TensorRT engine."),
+    "sweep": ("sweep:sweep", "Run every cell of an experiment file, resumably, into a results table and report."),
+    "report": ("report:report", "Merge sweep results into one report; `report compare` gates regressions."),
+    "compare": ("debug:compare", "Run two artifacts on the same inputs and compare every output."),
+    "debug": ("debug:debug", "Find where accuracy goes: per-layer divergence and the smallest float fallback."),
 }
 
 
@@ -40,8 +42,13 @@ class Group(click.Group):
     def get_command(self, ctx, name):
         if name not in COMMANDS:
             return None
-        module, _, attr = COMMANDS[name].partition(":")
+        module, _, attr = COMMANDS[name][0].partition(":")
         return getattr(importlib.import_module(f"harness.commands.{module}"), attr)
+
+    def format_commands(self, ctx, formatter):
+        """The command list from COMMANDS' one-line helps, without importing any command's module."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, short) for name, (_, short) in COMMANDS.items()])
 
     def invoke(self, ctx):
         try:
@@ -77,6 +84,12 @@ def cli(ctx, debug):
 
 
 def main() -> None:
+    # torch's OpenMP threads spin between parallel regions by default: on a machine shared with other jobs a
+    # spinning thread holds the core its preempted sibling needs, and calibration, export checks and references
+    # ran 4-6x slower (digits-resnet, 2 cores at load 5). Sleeping threads do not. Set before torch loads; a value
+    # the user gives wins. ONNX Runtime's CPU timing does not use OpenMP (its threads: harness.backends.cpu_threads).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
     from harness.closed_pipe import quiet_when_closed
 
     quiet_when_closed()  # `harness eval ENGINE | head -1` still writes its JSON and exits as it would have

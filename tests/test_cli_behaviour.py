@@ -20,9 +20,66 @@ def test_eta_comes_from_finished_cells_of_the_same_kind():
     assert lines[-1].startswith("[3/5] ok") and "ETA 0:00:02" in lines[-1]
 
 
+def test_eta_covers_the_steps_before_any_cell_finishes():
+    """From the first second: exports and timings feed the ETA as they finish, priors stand in until then, and a
+    cell's own time counts only what its reported steps did not."""
+    lines = []
+    kind = ("cpu", "fp32", None, True)
+    progress = Progress([kind, kind], lines.append, {"export": (2, 3.0), "time": (2, 1.0)})
+    assert progress.eta() == 2 * 3.0 + 2 * 1.0  # priors only
+    progress.step("export", 10.0, "m fp32")
+    assert lines[-1].startswith("[export 1/2] m fp32  10.0 s") and "ETA 0:00:12" in lines[-1]
+    progress.step("export", None)  # a cache hit: done, but says nothing about cost
+    assert progress.eta() == 2 * 1.0
+    progress.step("time", 0.5, "m fp32 b1: p50 1 ms")
+    progress.begin_cell()
+    progress.step("time", 0.5)
+    progress.finished("m fp32 b1", "ok", 0.75, kind)  # 0.5 s of it was timing, reported above
+    assert progress.times[kind] == [0.25] and progress.eta() == 0.25
+
+
+def test_long_loops_report_the_first_and_last_unit_and_at_most_one_line_every_few_seconds(monkeypatch):
+    from harness import progress as prog
+
+    now = [0.0]
+    monkeypatch.setattr(prog.time, "perf_counter", lambda: now[0])
+    lines = []
+    ticker = prog.Ticker("sensitivity analysis: layer", 10, lines.append, every_s=2.0)
+    for _ in range(10):
+        now[0] += 1.0  # one second a unit
+        ticker.tick()
+    assert lines[0] == "sensitivity analysis: layer 1/10  elapsed 0:00:01  ETA 0:00:09"
+    assert lines[-1] == "sensitivity analysis: layer 10/10  elapsed 0:00:10  ETA 0:00:00"
+    assert len(lines) == 6  # units 1, 3, 5, 7, 9 and the last
+
+
 def _harness(*args, **kw):
     return subprocess.run([sys.executable, "-c", "from harness.cli import main; main()", *args],
                           capture_output=True, text=True, **kw)
+
+
+def test_help_lists_every_command_without_importing_torch_pandas_or_onnx():
+    """`harness --help` is a page of text: it must not pay for torch (seconds) to print it."""
+    code = ("import sys\nfrom harness.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('IMPORTED', sorted(m for m in ('torch', 'pandas', 'onnx', 'onnxruntime') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "IMPORTED []" in out
+    from harness.cli import COMMANDS
+
+    for name, (_, short) in COMMANDS.items():
+        assert name in out and short.split()[0] in out
+
+
+def test_every_listed_command_loads_and_has_help():
+    """The command table's entries resolve to real commands (its one-line helps are what --help lists)."""
+    import click
+
+    from harness.cli import COMMANDS, cli
+
+    ctx = click.Context(cli)
+    for name in COMMANDS:
+        command = cli.get_command(ctx, name)
+        assert isinstance(command, click.Command) and command.help, name
 
 
 def test_a_reader_that_leaves_early_ends_the_command_quietly():

@@ -105,3 +105,25 @@ def test_cli_build_bench_eval_inspect(run_cli, gpu_engines):
     assert evaluated.exit_code == 0 and "top1 agreement with fp32 torch" in evaluated.output, evaluated.output
     inspected = run_cli("inspect-engine", engine)
     assert inspected.exit_code == 0 and "reformat layers" in inspected.output, inspected.output
+
+
+def test_a_gpu_sweep_judges_every_cell_with_the_stopping_rule(run_cli, gpu_engines, tmp_path, monkeypatch):
+    """TensorRT cells at ±2 %: each row carries its verdict, its drift between repeats and, when flagged, why; the
+    repeats of a sub-millisecond cell are cut to 200 queries after the first, and only the first warms up."""
+    import pandas as pd
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "gpu.yaml"
+    path.write_text("name: gpu\nmodels: [digits-resnet]\nprecisions: [fp32, fp16]\nbackends: [tensorrt]\n"
+                    "batch_sizes: [1, 32]\ntiming: {warmup_s: 0.2, iterations: 50, duration_s: 1.0, repeats: 3, "
+                    "max_s: 10, interleave: true}\nevaluation: {limit: 128}\n")
+    result = run_cli("sweep", path, "--engines-dir", gpu_engines)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv("reports/gpu/results.csv")
+    assert len(table) == 4 and (table["status"] == "ok").all() and (table["ci_target_pct"] == 2.0).all()
+    assert table["latency_drift_pct"].notna().all() and (table["repeats"] >= 3).all()
+    flagged = table[~table["stable"].astype(bool)]
+    assert flagged["unstable_reason"].notna().all(), flagged[["unstable_reason"]]
+    assert table["cpu_threads"].isna().all()  # a TensorRT row has no ONNX Runtime threads
+    print(table[["precision", "batch", "latency_p50_ms", "latency_ci_pct", "latency_drift_pct", "repeats",
+                 "latency_samples", "stable", "unstable_reason"]].to_string())

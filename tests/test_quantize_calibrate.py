@@ -111,9 +111,12 @@ def test_bad_override_and_unknown_skip_are_one_line_errors(digits):
         calibrate(spec, QuantConfig(mode="naive", calib="max", skip=("layer9",), **FAST), cache)
 
 
-def test_entropy_and_mse_match_pytorch_quantization(monkeypatch):
+@pytest.mark.parametrize("kind", ["half-normal", "relu", "sparse", "heavy-tailed"])
+def test_entropy_and_mse_match_pytorch_quantization(monkeypatch, kind):
+    """The vectorised searches pick upstream's amax, ties included (a 17-level input: many empty bins)."""
     rng = np.random.default_rng(0)
-    x = np.abs(rng.standard_normal(50_000))
+    x = {"half-normal": np.abs(rng.standard_normal(50_000)), "relu": np.maximum(rng.standard_normal(50_000), 0),
+         "sparse": rng.integers(0, 17, 20_000) / 16.0, "heavy-tailed": np.abs(rng.standard_t(3, 50_000))}[kind]
     hist, edges = np.histogram(x, bins=320, range=(0, x.max()))
     hist = hist.astype(np.int32)
     assert entropy_amax(hist, edges) == pytest.approx(float(_compute_amax_entropy(hist.copy(), edges, 8, False)),
@@ -121,3 +124,21 @@ def test_entropy_and_mse_match_pytorch_quantization(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)  # upstream mse hard-codes .cuda()
     assert mse_amax(hist, edges) == pytest.approx(float(_compute_amax_mse(hist, edges.astype(np.float32), 8, False)),
                                                   rel=1e-6)
+
+
+def test_statistics_collector_counts_upstreams_histogram_bin_for_bin():
+    """bincount instead of torch.histc: the same edges, the same growth, the same counts."""
+    from pytorch_quantization.calib import HistogramCalibrator
+
+    from harness.quantize.modules import StatsCalibrator
+
+    g = torch.Generator().manual_seed(0)
+    upstream, ours, largest = HistogramCalibrator(8, None, False), StatsCalibrator(), 0.0
+    for scale in (1.0, 3.3, 0.5, 7.1):  # later batches exceed the first range: the histogram grows
+        x = torch.randn(8, 16, 12, 12, generator=g) * scale
+        upstream.collect(x)
+        ours.collect(x)
+        largest = max(largest, float(x.abs().max()))
+    assert torch.equal(upstream._calib_bin_edges, ours._calib_bin_edges)
+    assert torch.equal(upstream._calib_hist, ours._calib_hist) and len(ours._calib_hist) > 2048
+    assert float(ours.max) == largest

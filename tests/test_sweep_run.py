@@ -161,6 +161,10 @@ def test_interleaved_timing_alternates_the_cells_of_a_batch_and_still_fails_a_br
         return real(self, x, *args, **kwargs)
 
     monkeypatch.setattr(cpu.CpuRunner, "time", logged)
+    sessions = []
+    opened = cpu.CpuRunner.__init__
+    monkeypatch.setattr(cpu.CpuRunner, "__init__",
+                        lambda self, path, *a: sessions.append(path) or opened(self, path, *a))
     path = tiny_experiment(duration=0.02)
     text = path.read_text().replace("precisions: [fp32]", "precisions: [fp32, fp16]")
     text = text.replace("batch_sizes: [1, 2]", "batch_sizes: [1]")
@@ -173,6 +177,28 @@ def test_interleaved_timing_alternates_the_cells_of_a_batch_and_still_fails_a_br
     ok = table[table["status"] == "ok"]
     assert sorted(ok["precision"]) == ["fp16", "fp32"] and (ok["repeats"] >= 3).all()
     assert (table[table["status"] == "failed"]["failed_stage"] == "calibrate+export").all()
+    # One ONNX Runtime session per artifact: the build check's serves the timing and the evaluation.
+    assert len(sessions) == 2
+
+
+def test_cpu_cells_record_their_threads_and_progress_starts_with_the_first_export(run_cli, tiny_experiment,
+                                                                                  tmp_path):
+    engines_dir = tmp_path / "cold-engines"  # cold, so the export runs and is reported
+    result = run_cli("sweep", tiny_experiment(), "--engines-dir", engines_dir)
+    table = pd.read_csv("reports/tiny/results.csv")
+    ok = table[table["status"] == "ok"]
+    assert (ok["cpu_threads"] == 1).all() and (~ok["cpu_spin_wait"].astype(bool)).all()  # batches 1, 2: one thread
+    lines = result.output.splitlines()
+    first_cell = next(i for i, line in enumerate(lines) if line.startswith("[1/4]"))
+    steps = [line for line in lines[:first_cell] if line.startswith(("[export ", "[time "))]
+    assert steps and steps[0].startswith("[export 1/") and all("elapsed" in s and "ETA" in s for s in steps)
+    assert any(s.startswith("[time 1/4] digits-resnet digits cpu fp32 b1: p50 ") for s in steps)
+    forced = run_cli("sweep", tiny_experiment(), "--engines-dir", engines_dir, "--threads", "2",
+                     "--reports-dir", "threads")
+    table = pd.read_csv("threads/tiny/results.csv")
+    assert (table[table["status"] == "ok"]["cpu_threads"] == 2).all(), forced.output
+    bad = run_cli("sweep", tiny_experiment(), "--threads", "many")
+    assert bad.exit_code == 2 and "--threads 'many': give auto or a number of threads >= 1" in bad.output
 
 
 def test_a_finished_sweep_answers_without_loading_torch(tiny_experiment, engines_dir):

@@ -12,6 +12,7 @@ Two ways to run one file, kept apart on purpose:
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -27,13 +28,15 @@ AS_WRITTEN = "as written (ORT_ENABLE_ALL, Q/DQ not fused)"
 DEPLOYED = "deployed (ORT_ENABLE_ALL, Q/DQ fused into integer kernels)"
 
 
-def session_options(as_written: bool = True, threads: int = 0):
+def session_options(as_written: bool = True, threads: int = 0, spin_wait: bool = True):
     """ONNX Runtime session options; `as_written` keeps every QuantizeLinear/DequantizeLinear as the graph has it."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = threads
+    if not spin_wait:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = QUIET
     if as_written:
         so.add_session_config_entry("session.disable_quant_qdq", "1")  # no Q/DQ -> integer-kernel fusion
@@ -58,11 +61,12 @@ def reference_session(model: str | bytes | Path):
 
 
 class CpuRunner(Runner):
-    """`qdq`: the file holds Q/DQ, so the deployed session (timing) differs from the as-written one (accuracy)."""
+    """`qdq`: the file holds Q/DQ, so the deployed session (timing) differs from the as-written one (accuracy).
+    `spin_wait` False: idle intra-op threads sleep instead of holding their core (harness.backends.cpu_threads)."""
 
-    def __init__(self, artifact: Path, threads: int = 0, qdq: bool = False):
-        self.artifact, self.threads, self.qdq = artifact, threads, qdq
-        self.session = open_session(artifact, session_options(as_written=True, threads=threads))
+    def __init__(self, artifact: Path, threads: int = 0, spin_wait: bool = True, qdq: bool = False):
+        self.artifact, self.threads, self.spin_wait, self.qdq = artifact, threads, spin_wait, qdq
+        self.session = open_session(artifact, session_options(True, threads, spin_wait))
         self._deployed = None if qdq else self.session
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -73,7 +77,7 @@ class CpuRunner(Runner):
     def deployed(self):
         """The session a user deploying on ONNX Runtime gets: opened when first timed."""
         if self._deployed is None:
-            self._deployed = open_session(self.artifact, session_options(as_written=False, threads=self.threads))
+            self._deployed = open_session(self.artifact, session_options(False, self.threads, self.spin_wait))
         return self._deployed
 
     @property
@@ -122,13 +126,24 @@ class _Deployed(Runner):
         return self.runner.time(*args, **kwargs)
 
 
+# The session build() opened to check the last artifact, which load() takes over when it opens that same file with the
+# same settings: one ONNX Runtime session per artifact in a process that builds then runs it (a sweep).
+_CHECKED: dict[tuple, CpuRunner] = {}
+
+
+def _identity(path: Path, threads: int, spin_wait: bool, qdq: bool) -> tuple:
+    """The file (a rename keeps device, inode, size and mtime) and the session settings."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, threads, spin_wait, qdq
+
+
 class CpuBackend(Backend):
     """The artifact is the verified ONNX itself; building checks that ONNX Runtime accepts it."""
 
     name, suffix = "cpu", ".onnx"
 
-    def __init__(self, threads: int = 0):
-        self.threads = threads
+    def __init__(self, threads: int = 0, spin_wait: bool = True):
+        self.threads, self.spin_wait = threads, spin_wait
 
     def versions(self) -> dict[str, str]:
         import onnxruntime as ort
@@ -142,7 +157,15 @@ class CpuBackend(Backend):
 
     def build(self, onnx_path: Path, artifact: Path, options: BuildOptions) -> None:
         shutil.copyfile(onnx_path, artifact)
-        CpuRunner(artifact, self.threads)
+        qdq = options.precision.startswith("int8")
+        runner = CpuRunner(artifact, self.threads, self.spin_wait, qdq)
+        _CHECKED.clear()
+        _CHECKED[_identity(artifact, self.threads, self.spin_wait, qdq)] = runner
 
     def load(self, artifact: Path, options: BuildOptions) -> Runner:
-        return CpuRunner(artifact, self.threads, qdq=options.precision.startswith("int8"))
+        qdq = options.precision.startswith("int8")
+        runner = _CHECKED.pop(_identity(artifact, self.threads, self.spin_wait, qdq), None)
+        if runner is None:
+            return CpuRunner(artifact, self.threads, self.spin_wait, qdq)
+        runner.artifact = artifact  # it was checked under its temporary name
+        return runner

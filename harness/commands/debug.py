@@ -464,7 +464,7 @@ def qdq_cmd(quant_onnx, model_name, weights, input_shape, precision, quant_file,
         layer_names = list(quant_layers(qm.model))
 
         def rank():
-            return ranked_candidates(qm, data.take("calib", min(limit, 256))[0])
+            return ranked_candidates(qm, data.take("calib", min(limit, 256))[0], _log)
     _labels_for(target, data)
     cache = StepCache(Path(engines_dir) / "debug-qdq", settings, _log)
     order = cache.order(rank)

@@ -102,7 +102,7 @@ def sensitivity(model_name, weights, input_shape, engines_dir, metric, split, li
     if metric == "top1" and not data.has_labels:
         raise HarnessError(f"--metric top1 needs labels and --dataset {data.name} has none: use --metric sqnr")
     x, y = data.take(split, limit)
-    base, ranked = analyse(qm.model, x, y, metric, skip=qm.skipped)
+    base, ranked = analyse(qm.model, x, y, metric, skip=qm.skipped, log=_log)
     unit = "dB" if metric == "sqnr" else "%"
     click.echo(f"{qm.spec.name} {qm.config.mode}/{qm.config.calib} on {data.name}/{split} ({len(x)} samples): "
                f"{metric} fp32 {base['fp32']:.2f} {unit}, all quantized {base['int8']:.2f} {unit}")

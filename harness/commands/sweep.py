@@ -8,6 +8,7 @@ import click
 
 from harness.build import ENGINES_DIR
 from harness.commands.common import DIR_OUT
+from harness.errors import HarnessError
 
 
 @click.command()
@@ -27,8 +28,11 @@ from harness.commands.common import DIR_OUT
               help="Results go to REPORTS_DIR/<experiment name>/.")
 @click.option("--engines-dir", type=DIR_OUT, default=ENGINES_DIR, show_default=True,
               help="Artifact cache shared with build-engine.")
+@click.option("--threads", default=None, metavar="N|auto",
+              help="CPU cells: ONNX Runtime intra-op threads, overriding the experiment's timing.threads (auto: 1 "
+                   "below batch 8, else every physical core but one; rows record it as cpu_threads).")
 def sweep(experiment_file, shard, executor, address, dry_run, retry_failed, fail_on_error, reports_dir,
-          engines_dir):
+          engines_dir, threads):
     """Run every cell of EXPERIMENT_FILE; a finished cell is stored at once, a failing one is stored as a row
     with its error, and a re-run (even after kill -9) skips what is finished."""
     from harness.sweep import shard as sharding
@@ -41,6 +45,8 @@ def sweep(experiment_file, shard, executor, address, dry_run, retry_failed, fail
     if address and executor != "ray":  # checked before anything runs, even on a finished sweep
         make_executor(executor, address)
     exp = load_experiment(experiment_file)
+    if threads is not None:
+        exp.timing["threads"] = _threads(threads)
     matrix = expand(exp)
     check_baseline(exp, matrix)
     k, n = sharding.resolve(shard) if shard else (1, 1)
@@ -78,6 +84,14 @@ def sweep(experiment_file, shard, executor, address, dry_run, retry_failed, fail
                                  tables=False).values():
             click.echo(f"wrote {path}")
     _exit_status(exp, cells, store, fail_on_error)
+
+
+def _threads(value: str) -> int | str:
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise HarnessError(f"--threads {value!r}: give auto or a number of threads >= 1")
+    return int(value)
 
 
 def _exit_status(exp, cells, store, fail_on_error) -> None:

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import shlex
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ import numpy as np
 from harness import cache_integrity
 from harness.errors import HarnessError
 from harness.fileio import atomic_write
+from harness.progress import clock
 
 
 @dataclass(frozen=True)
@@ -142,17 +145,27 @@ class Search:
     order: list[str]  # candidate layers, most sensitive first
     measure: Callable[[list[str]], Step]
     steps: list[Step] = field(default_factory=list)
+    log: Callable[[str], None] | None = None
+    bound: int = 0  # the most steps the search can still take in all, for the ETA
+    started: float = field(default_factory=time.perf_counter)
 
     def passes(self, floated: list[str]) -> bool:
         seen = next((s for s in self.steps if s.floated == floated), None)
         if seen is not None:
             return seen.passed
         self.steps.append(self.measure(floated))
+        if self.log:
+            k, elapsed = len(self.steps), time.perf_counter() - self.started
+            eta = elapsed / k * max(self.bound - k, 0)
+            self.log(f"step {k} (of at most {max(self.bound, k)}): {len(floated)} layer(s) in float: "
+                     f"{'pass' if self.steps[-1].passed else 'fail'}  elapsed {clock(elapsed)}  ETA <= {clock(eta)}")
         return self.steps[-1].passed
 
     def run(self, log=None) -> list[str] | None:
         """The final fallback set, or None when even every candidate in float misses the target."""
         n = len(self.order)
+        self.log = log
+        self.bound = 2 + math.ceil(math.log2(max(n, 1))) + max(n - 1, 0)
         if self.passes([]):
             return []
         if not self.passes(self.order):
@@ -165,6 +178,7 @@ class Search:
             else:
                 lo = mid
         chosen = self.order[:hi]
+        self.bound = len(self.steps) + max(hi - 1, 0)
         if log:
             log(f"bisection: the {hi} most sensitive layer(s) in float meet the target; dropping those not needed")
         for name in reversed(chosen[:]):  # least sensitive first
@@ -281,12 +295,13 @@ def active_layers(model) -> list[str]:
     return [name for name, m in quant_layers(model).items() if any(not getattr(m, a)._disabled for a in slots(m))]
 
 
-def ranked_candidates(qm, x: np.ndarray) -> list[str]:
+def ranked_candidates(qm, x: np.ndarray, log=None) -> list[str]:
     """The active layers, most sensitive first (harness sensitivity's ranking: SQNR recovered by each in float)."""
     from harness.quantize.sensitivity import analyse
 
     active = active_layers(qm.model)
-    _, ranked = analyse(qm.model, x, None, "sqnr", skip=[n for n in qm.skipped if n not in active], reverse=False)
+    _, ranked = analyse(qm.model, x, None, "sqnr", skip=[n for n in qm.skipped if n not in active], reverse=False,
+                        log=log)
     return [r.layer for r in ranked if r.layer in active]
 
 
@@ -320,10 +335,7 @@ def measurer(spec, make_onnx: Callable[[list[str]], object], precision: str, bac
             step.checks[target.check] = run_check(target.check, onnx_path, Path(meta.artifact), floated,
                                                   target.check_timeout, log)
         cache.put(step)
-        judge(target, step)
-        if log:
-            log(f"step: {len(floated)} layer(s) in float: {'pass' if step.passed else 'fail'}")
-        return step
+        return judge(target, step)
 
     return measure
 

@@ -25,7 +25,7 @@ from harness.export.precision import FP16_QDQ_OPSET, to_fp16
 from harness.export.verify import LEVELS, PLACEMENT_SAMPLES, SAMPLES, Verification, check_file
 from harness.fileio import atomic_write
 from harness.measure.accuracy import degenerate_outputs
-from harness.models.registry import ModelSpec, load_model
+from harness.models.registry import ModelSpec, load_model, weights_stamp
 from harness.quantize.config import QuantConfig
 from harness.quantize.onnx_graph import merge_duplicate_qdq
 
@@ -100,7 +100,7 @@ def export_variant(spec: ModelSpec, precision: str, out: Path, quant: dict | Non
     if precision.endswith("fp16") and quant is None:
         proto = to_fp16(proto)
     payload = proto.SerializeToString()
-    result = _verified(precision, proto, float_model, quant_model, data, samples, verify)
+    result = _verified(spec, precision, proto, float_model, quant_model, data, samples, verify)
     if log:
         log(f"{precision} ONNX {result.summary()}")
         if result.degenerate:
@@ -153,12 +153,25 @@ def qdq_proto(quant_model, sample, precision: str) -> onnx.ModelProto:
     return _checked_qdq(to_fp16(proto) if precision.endswith("fp16") else proto)
 
 
-def _verified(precision, proto, float_model, quant_model, data: Dataset, samples: int, level: str) -> Verification:
+_FP32: dict[tuple, np.ndarray] = {}
+
+
+def _fp32_outputs(spec: ModelSpec, float_model, data: Dataset, x: np.ndarray) -> np.ndarray:
+    """The FP32 PyTorch outputs every precision's export check of a model compares against, computed once per
+    process, model, weights and inputs (a sweep exports one model at many precisions and calibrations)."""
+    key = (json.dumps(spec.to_dict(), sort_keys=True, default=str), weights_stamp(spec), data.name, len(x))
+    if key not in _FP32:
+        with torch.no_grad():
+            _FP32[key] = float_model(torch.from_numpy(x)).float().numpy()
+    return _FP32[key]
+
+
+def _verified(spec, precision, proto, float_model, quant_model, data: Dataset, samples: int,
+              level: str) -> Verification:
     if level == "off":
         return Verification(level, precision)
     x, _ = data.take("val", samples)
-    with torch.no_grad():
-        fp32 = float_model(torch.from_numpy(x)).float().numpy()
+    fp32 = _fp32_outputs(spec, float_model, data, x)
     fake_quant = None
     if quant_model is not None:
         from harness.quantize.modules import run_recording_quantizers

@@ -150,8 +150,36 @@ def _seeded(seed: int = 0):
         yield
 
 
+_LOADED: dict[tuple, torch.nn.Module] = {}
+
+
+def weights_stamp(spec: ModelSpec) -> tuple | None:
+    """The weights file a spec loads (path, size, mtime), so a rewritten file is never served from memory."""
+    path = Path(spec.weights or (BUNDLED_WEIGHTS if spec.name == "digits-resnet" else ""))
+    try:
+        st = path.stat() if str(path) not in ("", ".") else None
+    except OSError:
+        return None
+    return (str(path), st.st_size, st.st_mtime_ns) if st else None
+
+
 def load_model(spec: ModelSpec) -> torch.nn.Module:
-    """Build the float model in eval mode on CPU (torch is imported here, not at start-up, to keep the CLI quick)."""
+    """The float model in eval mode on CPU, built once per process and weights file: every later call gets a
+    copy (callers quantize it in place), which costs a fraction of building it again (torchvision models spend
+    seconds initialising weights that loading then replaces). torch is imported here, not at start-up."""
+    import copy
+    import json
+
+    key = (json.dumps(spec.to_dict(), sort_keys=True, default=str), weights_stamp(spec))
+    if key not in _LOADED:
+        _LOADED[key] = _build(spec)
+    try:
+        return copy.deepcopy(_LOADED[key])
+    except Exception:  # a user's module that cannot be copied is built anew
+        return _build(spec)
+
+
+def _build(spec: ModelSpec) -> torch.nn.Module:
     import torch
 
     if spec.name == "digits-resnet":

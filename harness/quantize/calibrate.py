@@ -46,8 +46,12 @@ def owners(model: nn.Module) -> dict[int, list[tuple[str, str]]]:
 
 
 @torch.no_grad()
-def collect_stats(model: nn.Module, batches) -> dict[str, dict]:
-    """Run `batches` (numpy NCHW) through the float model and return each activation quantizer's record."""
+def collect_stats(model: nn.Module, batches, log=None, total: int | None = None) -> dict[str, dict]:
+    """Run `batches` (numpy NCHW) through the float model and return each activation quantizer's record; with
+    `log` and the number of batches, progress and an ETA."""
+    from harness.progress import Ticker
+
+    ticker = Ticker("calibration batch", total, log) if log and total else None
     acts = activation_quantizers(model)
     weights = [m._weight_quantizer for m in model.modules() if isinstance(m, QuantMixin)]
     for q in weights:
@@ -61,6 +65,8 @@ def collect_stats(model: nn.Module, batches) -> dict[str, dict]:
     try:
         for x in batches:
             model(torch.from_numpy(x))
+            if ticker:
+                ticker.tick()
     finally:
         for q in acts.values():
             q.disable_calib()

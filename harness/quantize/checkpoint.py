@@ -33,7 +33,7 @@ from harness.quantize.calibrate import (
     stats_key,
     switch_off,
 )
-from harness.quantize.config import QuantConfig, calibration_data, calibration_summary
+from harness.quantize.config import QuantConfig, calibration_batches, calibration_data, calibration_summary
 from harness.quantize.replace import (
     UNFRIENDLY_CHANNELS,
     drop_idle,
@@ -46,6 +46,10 @@ from harness.quantize.replace import (
 )
 
 FORMAT = "harness-quant/1"  # reasons and off were added later: read with defaults
+# Images the automatic sensitivity analysis (hybrid mode) ranks layers on: evenly spaced over the calibration set.
+# Each layer costs a fake-quant pass over them; 64 pick the same layers as all 200 of the quickstart's set on
+# digits-resnet and resnet18 (benchmarks/bench_sensitivity.py) at a third of the cost.
+SENSITIVITY_IMAGES = 64
 
 
 @dataclass
@@ -87,7 +91,7 @@ def calibrate(spec: ModelSpec, cfg: QuantConfig, cache_dir: Path, log=None) -> Q
     def collect():
         if log:
             log(f"collecting calibration statistics ({calibration_summary(spec, cfg)})")
-        return collect_stats(model, (x for x, _ in calibration_data(spec, cfg)))
+        return collect_stats(model, (x for x, _ in calibration_data(spec, cfg)), log, calibration_batches(spec, cfg))
 
     stats = cached_stats(Path(cache_dir) / f"stats-{key}.pt", collect, log)
     used = apply_calibration(model, stats, cfg)
@@ -111,10 +115,10 @@ def calibrate(spec: ModelSpec, cfg: QuantConfig, cache_dir: Path, log=None) -> Q
     set_float(model, list(reasons))
     drop_idle(model)
     if cfg.skip_count:
-        from harness.quantize.sensitivity import analyse, most_sensitive
+        from harness.quantize.sensitivity import analyse, most_sensitive, subset
 
-        x = np.concatenate([x for x, _ in calibration_data(spec, cfg)])
-        _, ranked = analyse(model, x, None, "sqnr", skip=list(reasons), reverse=False)
+        x = subset(np.concatenate([x for x, _ in calibration_data(spec, cfg)]), SENSITIVITY_IMAGES)
+        _, ranked = analyse(model, x, None, "sqnr", skip=list(reasons), reverse=False, log=log)
         auto = most_sensitive(ranked, cfg.skip_count)
         if log:
             log(f"sensitivity analysis leaves in float: {', '.join(auto) or 'nothing'}")
@@ -208,7 +212,10 @@ def quantized(spec: ModelSpec, quant: dict, cache_dir: Path, log=None) -> QuantM
                                f"{'x'.join(map(str, qm.spec.input_shape))}, not {spec.name}")
         return qm
     cfg = QuantConfig.from_dict(quant)
-    path = Path(cache_dir) / f"{sha256_json({**_spec_key(spec), 'config': cfg.to_dict(), 'format': FORMAT})[:24]}.pt"
+    key = {**_spec_key(spec), "config": cfg.to_dict(), "format": FORMAT}
+    if cfg.skip_count:  # the layers it leaves in float depend on the images they were ranked on
+        key["sensitivity_images"] = SENSITIVITY_IMAGES
+    path = Path(cache_dir) / f"{sha256_json(key)[:24]}.pt"
     clean_stale_temps(path.parent)
     if cache_integrity.reuse(path, log) is not None:
         try:

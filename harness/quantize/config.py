@@ -105,6 +105,14 @@ def calibration_data(spec, cfg: QuantConfig):
     return data.batches("calib", cfg.calib_batch_size, limit=cfg.calib_batches * cfg.calib_batch_size)
 
 
+def calibration_batches(spec, cfg: QuantConfig) -> int:
+    """How many batches calibration_data gives (fewer than asked when the split is smaller)."""
+    from harness.data.datasets import resolve_dataset
+
+    used = min(cfg.calib_batches * cfg.calib_batch_size, resolve_dataset(cfg.dataset, spec).size("calib"))
+    return -(-used // cfg.calib_batch_size)
+
+
 def calibration_summary(spec, cfg: QuantConfig) -> str:
     """What calibration reads, said plainly when the split holds fewer images than asked for."""
     from harness.data.datasets import resolve_dataset

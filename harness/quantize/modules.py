@@ -42,9 +42,13 @@ class StatsCalibrator(HistogramCalibrator):
     """pytorch-quantization's histogram calibrator that also keeps the running |max|.
 
     One collection pass then serves every calibrator: max from the running maximum, percentile / entropy / mse
-    from the histogram. All-zero batches seen before any non-zero one (a zero-initialised class token) are
-    counted into the first bin once the histogram has a range: upstream would size its bins from a zero range and
-    fail (OverflowError). A quantizer that only ever sees zeros keeps no histogram (`zero_range`).
+    from the histogram. The histogram is upstream's, bin for bin (same edges, same growth when a batch exceeds
+    them, same float32 counts; a test compares them), but counted with one bincount over |x| instead of
+    torch.histc, which costs about as much as the convolution that made the tensor: collecting statistics then
+    costs little more than the forward pass itself. All-zero batches seen before any non-zero one (a
+    zero-initialised class token) are counted into the first bin once the histogram has a range: upstream would
+    size its bins from a zero range and fail (OverflowError). A quantizer that only ever sees zeros keeps no
+    histogram (`zero_range`).
     """
 
     def __init__(self):
@@ -52,14 +56,27 @@ class StatsCalibrator(HistogramCalibrator):
         self.max = None
         self.zeros = 0
 
+    @torch.no_grad()
     def collect(self, x):
-        with torch.no_grad():
-            m = x.detach().abs().max().float().cpu()
+        a = x.detach().abs().float()
+        m = a.max().cpu()
         self.max = m if self.max is None else torch.maximum(self.max, m)
         if self._calib_hist is None and float(m) == 0:
             self.zeros += x.numel()
             return
-        super().collect(x)
+        if self._calib_hist is None:
+            self._calib_bin_edges = torch.linspace(0, float(m), self._num_bins + 1)
+        elif m > self._calib_bin_edges[-1]:  # upstream's growth: more bins of the same width
+            width = self._calib_bin_edges[1] - self._calib_bin_edges[0]
+            self._num_bins = int((m / width).ceil().item())
+            self._calib_bin_edges = torch.arange(0, m + width, width)
+        top = float(self._calib_bin_edges[-1])
+        # histc's own arithmetic (x * bins / max, truncated; x == max in the last bin), so the counts are its counts
+        index = a.mul_(self._num_bins).div_(top).to(torch.int32).clamp_(max=self._num_bins - 1)
+        hist = torch.bincount(index.flatten(), minlength=self._num_bins).float()
+        if self._calib_hist is not None:
+            hist[: self._calib_hist.numel()] += self._calib_hist
+        self._calib_hist = hist
         if self.zeros:
             self._calib_hist[0] += self.zeros
             self.zeros = 0

@@ -13,6 +13,7 @@ from torch import nn
 
 from harness.data.datasets import Dataset
 from harness.errors import HarnessError
+from harness.progress import Ticker
 
 BASE_LR, BASE_EPOCHS = 0.05, 30  # the digits-resnet schedule (harness train)
 QAT_LR, QAT_EPOCHS = BASE_LR * 0.01, max(1, round(BASE_EPOCHS * 0.1))
@@ -28,6 +29,7 @@ def finetune(model: nn.Module, data: Dataset, epochs: int = QAT_EPOCHS, lr: floa
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
     steps = epochs * math.ceil(min(data.size("train"), limit or data.size("train")) / batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+    ticker = Ticker("qat step", steps, log)
     model.train()
     for epoch in range(epochs):
         total = count = 0
@@ -38,6 +40,7 @@ def finetune(model: nn.Module, data: Dataset, epochs: int = QAT_EPOCHS, lr: floa
             opt.step()
             sched.step()
             total, count = total + float(loss.detach()) * len(y), count + len(y)
+            ticker.tick(note=f" (epoch {epoch + 1}/{epochs})")
         if log:
             log(f"qat epoch {epoch + 1}/{epochs}: loss {total / max(count, 1):.4f}")
     return model.eval()

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from harness.measure.accuracy import sqnr_db, topk_accuracy
+from harness.progress import Ticker
 from harness.quantize.modules import fb_fake_quant
 from harness.quantize.replace import floated, quant_layers
 
@@ -34,6 +35,14 @@ def logits(model: nn.Module, x: np.ndarray, batch: int = 64) -> np.ndarray:
         return np.concatenate([model(torch.from_numpy(x[i : i + batch])).numpy() for i in range(0, len(x), batch)])
 
 
+def subset(x: np.ndarray, count: int) -> np.ndarray:
+    """`count` evenly spaced samples of `x` (all of them when it holds no more): every calibration batch is
+    represented, and the same images are picked every time."""
+    if len(x) <= count:
+        return x
+    return x[np.linspace(0, len(x) - 1, count).round().astype(int)]
+
+
 def score(metric: str, out: np.ndarray, reference: np.ndarray, labels: np.ndarray | None) -> float:
     if metric == "top1":
         return topk_accuracy(out, labels, 1)
@@ -42,13 +51,18 @@ def score(metric: str, out: np.ndarray, reference: np.ndarray, labels: np.ndarra
 
 
 def analyse(model: nn.Module, x: np.ndarray, labels: np.ndarray | None, metric: str = "sqnr",
-            skip=(), reverse: bool = True) -> tuple[dict, list[LayerSensitivity]]:
+            skip=(), reverse: bool = True, log=None) -> tuple[dict, list[LayerSensitivity]]:
     """Rank the layers not in `skip` by how much leaving them in float recovers (largest gain first).
 
-    `reverse` also measures each layer quantized alone (the rest float), which doubles the cost.
+    `reverse` also measures each layer quantized alone (the rest float), which doubles the cost. With `log`,
+    progress and an ETA per layer.
     """
     layers = quant_layers(model)
     names = [n for n in layers if n not in skip]
+    ticker = Ticker(f"sensitivity analysis ({len(x)} images): layer", len(names), log)
+    if log:
+        log(f"sensitivity analysis: {len(names)} layers, {len(names) * (2 if reverse else 1) + 2} passes over "
+            f"{len(x)} images")
     with floated(layers, list(layers)):
         reference = logits(model, x)
     with floated(layers, list(skip)):
@@ -62,6 +76,7 @@ def analyse(model: nn.Module, x: np.ndarray, labels: np.ndarray | None, metric: 
                 with floated(layers, [n for n in names if n != name]):
                     alone_quant = score(metric, logits(model, x), reference, labels)
             rows.append((name, alone_float, alone_quant))
+            ticker.tick()
     base = {"fp32": score(metric, reference, reference, labels), "int8": score(metric, quantized, reference, labels)}
     ranked = [LayerSensitivity(n, f, q, f - base["int8"]) for n, f, q in rows]
     ranked.sort(key=lambda r: (-r.gain, r.quant_alone or 0.0))  # ties: the worse alone, the more sensitive

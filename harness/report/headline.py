@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from harness.report.merge import closed_loop, peer_values
-from harness.report.pareto import ranked, unstable
+from harness.report.pareto import unstable
 
 MAX_TOP1_DROP_PP = 0.5  # the accuracy budget: top-1 within 0.5 points of FP32 ...
 MIN_AGREEMENT_PCT = 99.0  # ... or, without labels, the FP32 answer kept on 99 % of inputs
@@ -52,19 +52,64 @@ def _times(value, lo, hi) -> str:
     return f"{value:.2f}x{interval}"
 
 
+def _cell(r) -> str:
+    """'fp16 at 0.58 ms p50 (95 % 0.55-0.61)'."""
+    lo, hi = r.get("latency_p50_ci_lo_ms"), r.get("latency_p50_ci_hi_ms")
+    interval = f" (95 % {lo:.3g}-{hi:.3g})" if pd.notna(lo) and pd.notna(hi) else ""
+    return f"{label(r)} at {r['latency_p50_ms']:.3g} ms p50{interval}"
+
+
+def why_flagged(r) -> str:
+    """The kinds of reason a cell was flagged ('drift, wide interval'); the row's unstable_reason has them whole."""
+    reason = r.get("unstable_reason")
+    if not isinstance(reason, str) or not reason:
+        return "not within its target by the time budget"
+    return ", ".join(dict.fromkeys(part.split(":")[0].strip() for part in reason.split(";")))
+
+
+def noisy(group: pd.DataFrame) -> str | None:
+    """'noisy machine (load 2.3): 9 of 11 cells flagged' when half the group's timed cells or more were flagged."""
+    timed = group[(group["status"] == "ok") & group["latency_p50_ms"].notna()]
+    flagged = int(unstable(timed).sum())
+    if timed.empty or flagged * 2 < len(timed):
+        return None
+    loads = pd.to_numeric(pd.concat([timed.get(c, pd.Series(dtype=float))
+                                     for c in ("load_avg_before", "load_avg_after")]), errors="coerce").dropna()
+    load = f" (load {loads.max():.1f})" if not loads.empty else ""
+    return f"noisy machine{load}: {flagged} of {len(timed)} cells flagged"
+
+
 def _fastest(df: pd.DataFrame, group: pd.DataFrame) -> str:
-    candidates = ranked(group)
-    candidates = candidates[within_budget(df).loc[candidates.index]]
+    """The fastest stable cell within the accuracy budget, with its speedups; a flagged cell that measured faster
+    is named beside it, never passed over in silence. Without a stable cell, every timed cell's median with its
+    interval, so a noisy machine still answers."""
+    timed = group[(group["status"] == "ok") & group["latency_p50_ms"].notna()]
+    timed = timed[within_budget(df).loc[timed.index]].sort_values("latency_p50_ms")
+    shaky = unstable(timed)
+    candidates, flagged = timed[~shaky], timed[shaky]
+    machine = noisy(group)
     if candidates.empty:
-        return f"{group_label(group.iloc[0])}: no stable cell within the accuracy budget."
-    best = candidates.sort_values("latency_p50_ms").iloc[0]
-    text = (f"{group_label(best)}: the fastest cell within the accuracy budget is {label(best)} at "
+        if flagged.empty:
+            return f"{group_label(group.iloc[0])}: no timed cell within the accuracy budget."
+        cells = "; ".join(f"{_cell(r)} [{why_flagged(r)}]" for _, r in flagged.iterrows())
+        return (f"{group_label(group.iloc[0])}: no cell's median settled within its target"
+                f"{f'; {machine}' if machine else ''}; measured within the accuracy budget, fastest first: "
+                f"{cells}.")
+    best = candidates.iloc[0]
+    faster = flagged[flagged["latency_p50_ms"] < best["latency_p50_ms"]]
+    which = "fastest stable cell" if not faster.empty else "fastest cell"
+    text = (f"{group_label(best)}: the {which} within the accuracy budget is {label(best)} at "
             f"{best['latency_p50_ms']:.3g} ms p50, {_accuracy(best)}")
     for precision in ("fp32", "fp16"):
         speed = best[f"speedup_vs_{precision}"]
         if best["precision"] != precision and pd.notna(speed):
             lo, hi = (s[best.name] for s in speedup_interval(df, precision))
             text += f"; {_times(speed, lo, hi)} faster than {precision.upper()}"
+    if not faster.empty:
+        text += ("; measured faster but flagged, so not ranked: "
+                 + "; ".join(f"{_cell(r)} [{why_flagged(r)}]" for _, r in faster.iterrows()))
+    if machine:
+        text += f"; {machine}"
     return text + "."
 
 
@@ -115,8 +160,10 @@ def headline(df: pd.DataFrame) -> list[str]:
     if not failed.empty:
         out.append(f"{len(failed)} cell(s) failed: {_names(failed)} (see Failed cells).")
     if not shaky.empty:
-        out.append(f"{len(shaky)} cell(s) are unstable, their median not within its target by the time budget, "
-                   f"so they are not ranked: {_names(shaky)}.")
+        reasons = [f"{label(r)} b{r['batch']} ({r['model']}): {why_flagged(r)}" for _, r in shaky.iterrows()]
+        out.append(f"{len(shaky)} cell(s) are unstable (their median not within its target by the time budget, or "
+                   f"their repeats disagree), so they are not ranked: {'; '.join(reasons[:8])}"
+                   + (f" and {len(reasons) - 8} more" if len(reasons) > 8 else "") + ".")
     for model, reason in df.dropna(subset=["reference_degenerate"]).groupby("model")["reference_degenerate"]:
         out.append(f"Suspicious: {model}'s FP32 outputs are degenerate ({reason.iloc[0]}); agreement and SQNR "
                    "against them mean nothing.")

@@ -20,8 +20,9 @@ LATENCY = ["latency_min_ms", "latency_mean_ms", "latency_p50_ms", "latency_p90_m
 DERIVED = ["speedup_vs_baseline", "speedup_vs_fp32", "speedup_vs_fp16", "top1_delta_pp"]
 COLUMNS = [
     "cell_id", "experiment", "status", *SETTINGS, *LATENCY, "latency_cv", "latency_p50_ci_lo_ms",
-    "latency_p50_ci_hi_ms", "latency_ci_pct", "ci_target_pct", "stable", "latency_spread_pct", "repeats",
-    "latency_samples", "load_avg_before", "load_avg_after", "throughput_ips", "top1_pct", "top5_pct",
+    "latency_p50_ci_hi_ms", "latency_ci_pct", "ci_target_pct", "stable", "unstable_reason", "latency_drift_pct",
+    "latency_trend_pct", "repeats_set_aside", "outlier_rule", "latency_spread_pct", "repeats", "latency_samples",
+    "load_avg_before", "load_avg_after", "cpu_threads", "cpu_spin_wait", "throughput_ips", "top1_pct", "top5_pct",
     "top1_agreement_pct", "sqnr_db", "max_abs_error", "eval_samples", "reference_degenerate", "labels_unusable",
     "deployed_sqnr_db", "deployed_top1_agreement_pct", "deployed_matches_file", "qdq_hazards", "qdq_float_layers",
     *DERIVED, "engine_size_mb", "build_s", "calib_s", "export_s", "engine_cache_hit", "cell_s", "error",

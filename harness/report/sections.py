@@ -15,12 +15,13 @@ from harness.report.pareto import pareto_mask, unstable
 
 LATENCY = "latency_p50_ms"
 SERVING = "Serving: LoadGen scenarios and concurrency"
-SHOWN = [*SETTINGS, LATENCY, "stable", "speedup_vs_fp32", "speedup_vs_fp16", "speedup_vs_baseline", "top1_pct",
-         "top1_delta_pp", "top1_agreement_pct", "sqnr_db", "engine_size_mb", "pareto"]
+SHOWN = [*SETTINGS, LATENCY, "stable", "unstable_reason", "speedup_vs_fp32", "speedup_vs_fp16", "speedup_vs_baseline",
+         "top1_pct", "top1_delta_pp", "top1_agreement_pct", "sqnr_db", "engine_size_mb", "pareto"]
 MORE = ["latency_p90_ms", "latency_p99_ms", "latency_min_ms", "latency_mean_ms", "latency_cv", "latency_ci_pct",
-        "ci_target_pct", "latency_spread_pct", "repeats", "latency_samples", "throughput_ips", "top5_pct",
-        "max_abs_error", "qdq_hazards", "qdq_float_layers", "export_check", "build_s", "calib_s", "export_s",
-        "engine_cache_hit", "cell_s", "load_avg_before", "load_avg_after", "timing_includes", "cell_id",
+        "ci_target_pct", "latency_drift_pct", "latency_trend_pct", "repeats_set_aside", "outlier_rule",
+        "latency_spread_pct", "repeats", "latency_samples", "cpu_threads", "cpu_spin_wait", "throughput_ips",
+        "top5_pct", "max_abs_error", "qdq_hazards", "qdq_float_layers", "export_check", "build_s", "calib_s",
+        "export_s", "engine_cache_hit", "cell_s", "load_avg_before", "load_avg_after", "timing_includes", "cell_id",
         "finished_utc"]
 PARETO = [*SETTINGS, LATENCY, "speedup_vs_fp32", "speedup_vs_fp16", "top1_pct", "top1_delta_pp",
           "top1_agreement_pct", "sqnr_db"]

@@ -27,7 +27,8 @@ SECTIONS = {
                      "calib_batches": 4, "calib_batch_size": 32, "quantize_head": False,
                      "quantize_attention_matmul": False},
     "timing": {"warmup_s": 0.2, "iterations": 50, "duration_s": 1.0, "repeats": 3, "max_s": 10.0,
-               "ci_target_pct": None, "interleave": False, "cuda_binding": "auto", "profile": False},
+               "ci_target_pct": None, "interleave": False, "cuda_binding": "auto", "profile": False,
+               "threads": "auto", "spin_wait": "auto"},
     "evaluation": {"split": "val", "limit": None},
     # The `scenarios:` axis' cells other than closed-loop (harness.measure.deploy); its keys enter those cells' ids.
     "scenario": {"duration_s": 2.0, "target_qps": None, "latency_bound_ms": DEFAULT_BOUND_MS, "find_max_qps": None,
@@ -38,7 +39,8 @@ SECTIONS = {
                  "gpus_per_task": 1, "cpus_per_task": None, "time_limit_min": 60, "array_parallelism": None,
                  "logs": None},
 }
-LATER_TIMING_KEYS = ("cuda_binding", "profile")  # not in a cell's id while at their defaults (harness.sweep.matrix)
+# not in a cell's id while at their defaults (harness.sweep.matrix)
+LATER_TIMING_KEYS = ("cuda_binding", "profile", "threads", "spin_wait")
 # The `scenario` keys that shape each scenario's result (and so its cells' ids).
 SCENARIO_KEYS = {"single-stream": ("duration_s", "official"), "offline": ("duration_s", "official"),
                  "multi-stream": ("duration_s", "official", "samples_per_query"),
@@ -120,6 +122,12 @@ class _Reader:
             span = f">= {low}" if high is None else f"in [{low}, {high}]"
             raise self.fail(key, f"{value!r} must be {'an integer' if integer else 'a number'} {span}")
         return value
+
+
+def check_threads(r: _Reader, value, key: str) -> None:
+    """ONNX Runtime's intra-op threads for CPU cells: auto (harness.backends.cpu_threads) or a count >= 1."""
+    if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise r.fail(key, f"{value!r} must be auto or a number of threads >= 1")
 
 
 def _dataset(r: _Reader, name: str, key: str) -> str:
@@ -286,6 +294,9 @@ def load_experiment(path: Path) -> Experiment:
     if timing["ci_target_pct"] is not None:
         r.number(timing["ci_target_pct"], "timing.ci_target_pct", 0)
     r.flag(timing["interleave"], "timing.interleave")
+    check_threads(r, timing["threads"], "timing.threads")
+    if timing["spin_wait"] != "auto":
+        r.flag(timing["spin_wait"], "timing.spin_wait")
     evaluation = _section(r, raw, "evaluation")
     r.values(evaluation["split"], "evaluation.split", ("val", "calib", "train"))
     if evaluation["limit"] is not None:

@@ -21,9 +21,10 @@ CELLS, TABLE = "cells", "results"
 
 # What the tables and reports compute with: a row whose value here has another type is not one of ours.
 TEXT = ("cell_id", "model", "dataset", "backend", "precision")
-OPTIONAL_TEXT = ("tool", "mode", "calibrator", "baseline_id", "error", "failed_stage")
+OPTIONAL_TEXT = ("tool", "mode", "calibrator", "baseline_id", "error", "failed_stage", "unstable_reason")
 NUMBERS = ("batch", "latency_min_ms", "latency_mean_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
-           "latency_cv", "latency_p50_lo_ms", "latency_p50_hi_ms", "latency_spread_pct", "repeats", "throughput_ips",
+           "latency_cv", "latency_p50_lo_ms", "latency_p50_hi_ms", "latency_spread_pct", "latency_drift_pct",
+           "repeats_set_aside", "cpu_threads", "repeats", "throughput_ips",
            "top1_pct", "top5_pct", "top1_agreement_pct", "sqnr_db", "max_abs_error", "eval_samples", "qdq_hazards",
            "qdq_float_layers", "engine_size_mb", "build_s", "calib_s", "export_s", "cell_s")
 
