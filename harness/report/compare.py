@@ -116,7 +116,8 @@ def compare(base: pd.DataFrame, cur: pd.DataFrame, max_latency_pct: float, max_d
     """Every cell of either side with its verdict; max_drop_pp None leaves accuracy out (--latency-only).
     Scenario cells are judged on their rate and p99 (harness.report.scenario_gate); `max_p99_pct` defaults to
     `max_latency_pct`."""
-    acc = accuracy_column(pd.concat([base, cur]))
+    acc = "top1_pct" if any(accuracy_column(df) == "top1_pct" for df in (base, cur) if "top1_pct" in df.columns) \
+        else "top1_agreement_pct"
     cols = list(dict.fromkeys(["status", "latency_p50_ms", *CI_COLUMNS, "samples_file", "unstable", acc,
                                *scenario_gate.COLUMNS]))
     base, cur = (df.reindex(columns=list(dict.fromkeys([*df.columns, *cols]))) for df in (base, cur))
