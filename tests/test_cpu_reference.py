@@ -11,7 +11,7 @@ from harness.build import build_artifact, load_engine
 from harness.data.datasets import resolve_dataset
 from harness.export.onnx_export import run_onnx_outputs
 from harness.export.variants import export_variant
-from harness.measure.evaluate import check_deployed, evaluate, reference_outputs
+from harness.measure.evaluate import check_deployed, evaluate_outputs, reference_outputs
 from harness.models.registry import resolve_model
 from harness.quantize.config import QuantConfig
 from harness.report.headline import headline
@@ -69,8 +69,8 @@ def test_an_int8_artifact_is_timed_deployed_and_checked_against_the_file(tmp_pat
     assert "Q/DQ fused" in runner.time(x, 0.0, 3, 0.0).includes  # the row says what was timed
     data = resolve_dataset("digits", spec)
     reference = reference_outputs(data, "val", 64, 128)
-    acc = evaluate(runner, data, "val", (1, 64), 128, reference)
-    check = check_deployed(runner, data, "val", (1, 64), 128, reference, acc)
+    acc, logits, _ = evaluate_outputs(runner, data, "val", (1, 64), 128, reference)
+    check = check_deployed(runner, data, "val", (1, 64), logits, reference)
     assert check.agrees and check.warning() is None  # a CNN's fused kernels compute the file on any CPU
     assert abs(check.deployed_sqnr_db - acc.sqnr_db) <= 1.0 and acc.sqnr_db > 25
     assert set(check.columns()) == {"deployed_sqnr_db", "deployed_top1_agreement_pct", "deployed_matches_file"}
@@ -103,8 +103,8 @@ def test_fused_kernels_that_disagree_with_the_file_are_reported_with_both_figure
     _, runner = load_engine(digits_engine.artifact)
     data = resolve_dataset("digits", resolve_model("digits-resnet"))
     reference = reference_outputs(data, "val", 64, 128)
-    acc = evaluate(runner, data, "val", (1, 64), 128, reference)
-    check = check_deployed(_Miscomputing(runner, 3.0), data, "val", (1, 64), 128, reference, acc)
+    acc, logits, _ = evaluate_outputs(runner, data, "val", (1, 64), 128, reference)
+    check = check_deployed(_Miscomputing(runner, 3.0), data, "val", (1, 64), logits, reference)
     assert check.agrees is False
     warning = check.warning()
     assert f"{check.deployed_sqnr_db:.2f} dB" in warning and f"{acc.sqnr_db:.2f} dB" in warning

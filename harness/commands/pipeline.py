@@ -29,7 +29,7 @@ from harness.commands.common import (
 from harness.data.datasets import SyntheticDataset, dataset_names, resolve_dataset
 from harness.errors import HarnessError
 from harness.measure.energy import EnergyMeter
-from harness.measure.evaluate import check_deployed, evaluate, reference_outputs
+from harness.measure.evaluate import check_deployed, evaluate_outputs, reference_outputs
 from harness.measure.gpu_state import GpuMonitor
 from harness.measure.latency import CV_WARN, latency_stats
 from harness.measure.loadgen import CLOSED_LOOP, DEFAULT_BOUND_MS, DEFAULT_SAMPLES_PER_QUERY, SCENARIOS
@@ -276,8 +276,8 @@ def eval_cmd(engine, dataset, split, batch, limit, json_out, cuda_binding):
     size = batch or meta.batch[2]
     check_input_shape(meta, (size, *meta.input_shape), "--batch")
     reference = reference_outputs(data, split, size, limit)
-    result = evaluate(runner, data, split, (meta.batch[0], size), limit, reference)
-    deployed = check_deployed(runner, data, split, (meta.batch[0], size), limit, reference, result)
+    result, logits, reference = evaluate_outputs(runner, data, split, (meta.batch[0], size), limit, reference)
+    deployed = check_deployed(runner, data, split, (meta.batch[0], size), logits, reference)
     out = json_out or Path("reports") / "eval" / f"{Path(meta.artifact).stem}.json"
     write_json(out, {"engine": meta.artifact, "precision": meta.precision, "quant": meta.quant, "dataset": dataset,
                      "cuda_binding": getattr(runner, "cuda_binding", None), "cpu_isa": cpu_isa(),

@@ -34,7 +34,7 @@ from harness.data.datasets import SyntheticDataset, resolve_dataset
 from harness.errors import HarnessError, MachineFault, MissingDependency
 from harness.fileio import atomic_write, machine_fault
 from harness.measure.energy import EnergyMeter, closed_loop_energy
-from harness.measure.evaluate import check_deployed, evaluate, reference_outputs
+from harness.measure.evaluate import check_deployed, evaluate_outputs, reference_outputs
 from harness.measure.latency import latency_stats
 from harness.measure.loadgen import CLOSED_LOOP
 from harness.measure.samples import write_samples
@@ -338,8 +338,8 @@ def accuracy_of(ws: Workspace, cell: Cell, runner, batch: tuple[int, int]):
     integer kernels), with a warning in the log when they disagree on this CPU)."""
     split, limit, data, reference = ws.exp.evaluation["split"], ws.exp.evaluation["limit"], ws.dataset(cell), \
         ws.reference(cell)
-    acc = evaluate(runner, data, split, batch, limit, reference)
-    deployed = check_deployed(runner, data, split, batch, limit, reference, acc)
+    acc, logits, reference = evaluate_outputs(runner, data, split, batch, limit, reference)
+    deployed = check_deployed(runner, data, split, batch, logits, reference)
     if deployed and deployed.warning():
         ws.log(f"    warning: {cell.label()}: {deployed.warning()}")
     return acc, deployed
