@@ -24,7 +24,7 @@ def write(tmp_path, text: str) -> Path:
         ("models: [digits-resnet]\nprecisions: [fp32]\nbatchsizes: [1]\n",
          ["exp.yaml: batchsizes: unknown key", "batch_sizes"]),
         ("models: [digits-resnet]\nprecisions: [fp32, int4]\n",
-         ["precisions[1]: 'int4' is not allowed", "fp32, fp16, int8, int8-fp16"]),
+         ["precisions[1]: 'int4' is not allowed", "fp32, fp16, bf16, int8, int8-fp16, fp8, fp8-fp16"]),
         ("models: [digits-resnet]\nprecisions: [int8]\nquantization: {calibrators: [minmax]}\n",
          ["quantization.calibrators[0]: 'minmax'", "max, percentile, entropy, mse"]),
         ("models: [digits-resnet]\nprecisions: [fp32]\ntiming: {repeat: 3}\n",

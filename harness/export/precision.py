@@ -48,15 +48,17 @@ class Cast:
 def overflowing(model: onnx.ModelProto, x: np.ndarray, data_max: float) -> dict[str, float]:
     """Node -> the largest |value| among its float inputs and outputs, for nodes above `data_max` on `x` (the file
     run as written, harness.backends.cpu.reference_session)."""
-    from harness.export.onnx_export import run_onnx_outputs
+    from harness.backends.cpu import reference_session
     from harness.quantize.onnx_graph import with_outputs
 
     names = [o for n in model.graph.node for o in n.output if o]
     wide = with_outputs(model, names)
-    values = dict(zip([o.name for o in wide.graph.output], run_onnx_outputs(wide, x), strict=True))
+    session = reference_session(wide.SerializeToString())  # part of the cast, not of the export check
+    values = dict(zip([o.name for o in wide.graph.output], session.run(None, {session.get_inputs()[0].name: x}),
+                      strict=True))
     values[model.graph.input[0].name] = x
     found = {}
-    for node in model.graph.node:
+    for node in (n for n in model.graph.node if n.op_type != "Constant"):  # constants: AutoCast's init_max rule
         peaks = [float(np.abs(values[t]).max()) for t in [*node.input, *node.output]
                  if t in values and values[t].size and values[t].dtype.kind == "f"]
         if peaks and max(peaks) > data_max:
@@ -130,7 +132,7 @@ def cast(model: onnx.ModelProto, precision: str, x: np.ndarray | None = None) ->
                                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
     kept = {name: f"|x| reaches {peak:.4g} > {FP16_DATA_MAX:g} on the reference inputs (FP16 overflows at "
                   f"{FP16_MAX:g})" for name, peak in hot.items()}
-    original = {n.name for n in named.graph.node}
+    original = {n.name for n in named.graph.node if n.op_type != "Constant"}  # a constant follows its reader
     for name, kind in low_precision_nodes(out).items():
         if kind == TensorProto.FLOAT and name in original and name not in kept:
             kept[name] = "kept by AutoCast (an initializer beyond FP16's range, or no low-precision form)"

@@ -47,9 +47,9 @@ class Criteria:
 
 
 CRITERIA = {
-    "strict": Criteria({"fp32": 60.0, "fp16": 30.0, "bf16": 20.0}, sqnr_gap_db=1.0, mcnemar_p=0.01,
+    "strict": Criteria({"fp32": 60.0, "fp16": 30.0, "bf16": 25.0}, sqnr_gap_db=1.0, mcnemar_p=0.01,
                        placement=True),
-    "loose": Criteria({"fp32": 40.0, "fp16": 20.0, "bf16": 12.0}, sqnr_gap_db=3.0, mcnemar_p=0.001,
+    "loose": Criteria({"fp32": 40.0, "fp16": 20.0, "bf16": 15.0}, sqnr_gap_db=3.0, mcnemar_p=0.001,
                       placement=False),
 }
 

@@ -141,10 +141,11 @@ def headline(df: pd.DataFrame) -> list[str]:
     if "deployed_matches_file" in df.columns:
         wrong = df[df["deployed_matches_file"].astype("boolean").eq(False).fillna(False)]
         fp8 = wrong["precision"].map(lambda p: quantized_type(str(p)) == "fp8").astype(bool)
-        if not wrong[~fp8].empty:
-            isa = wrong["env_cpu_isa"].iloc[0] if "env_cpu_isa" in wrong.columns else "n/a"
+        fused = wrong[~fp8]
+        if not fused.empty:
+            isa = fused["env_cpu_isa"].iloc[0] if "env_cpu_isa" in fused.columns else "n/a"
             out.append(f"Suspicious: on this CPU ({isa}) ONNX Runtime's fused integer kernels do not compute what "
-                       f"{len(wrong[~fp8])} file(s) say: {_names(wrong[~fp8])}; their latency is the fused run's, their "
+                       f"{len(fused)} file(s) say: {_names(fused)}; their latency is the fused run's, their "
                        "accuracy the file's as written (see deployed_sqnr_db against sqnr_db).")
         if not wrong[fp8].empty:
             out.append(f"Suspicious: ONNX Runtime's default session does not compute what {len(wrong[fp8])} FP8 "
