@@ -216,3 +216,23 @@ def test_an_fp8_channel_rule_is_read_from_pytorch_layers_too():
     assert list(found) == ["0", "2", "5"]
     assert found["0"].startswith("first convolution with 3 input channels") and "49 taps" in found["0"]
     assert found["2"].startswith("depthwise") and found["5"] == "N=10 < 16"
+
+
+def wide_head() -> nn.Module:
+    """An RGB stem, a 32-channel conv and a 20-class head: a head FP8 could run (N >= 16)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 20))
+
+
+def test_selective_fp8_keeps_the_head_float_as_int8_does_and_the_stem_for_its_rule(tmp_path, monkeypatch):
+    from harness.quantize.checkpoint import calibrate
+
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent))
+    spec = resolve_model("test_fp8:wide_head", input_shape="3x8x8")
+    fp8 = calibrate(spec, QuantConfig(dtype="fp8", calib_batches=1), tmp_path)
+    assert fp8.reasons["6"] == "classifier head (--quantize-head quantizes it)"
+    assert fp8.reasons["0"].startswith("FP8-ineligible in TensorRT (first convolution with 3 input channels")
+    assert "2" not in fp8.reasons and isinstance(fp8.model.get_submodule("2")._input_quantizer, Fp8Quantizer)
+    head = calibrate(spec, QuantConfig(dtype="fp8", calib_batches=1, quantize_head=True), tmp_path)
+    assert "6" not in head.reasons

@@ -105,12 +105,13 @@ def calibrate(spec: ModelSpec, cfg: QuantConfig, cache_dir: Path, log=None) -> Q
     if weighted and all(name in reasons for name in weighted):
         raise HarnessError(f"--skip {' '.join(cfg.skip)} leaves every weighted layer in float: the {cfg.dtype} "
                            "artifact would hold no Q/DQ; use --precision fp32 or fp16, or skip fewer layers")
-    if cfg.mode == "selective" and cfg.dtype == "fp8":
-        for name, rules in fp8_ineligible_layers(model).items():
-            reasons.setdefault(name, f"FP8-ineligible in TensorRT ({rules})")
-    elif cfg.mode == "selective":
-        for name in unfriendly_layers(model):
-            reasons.setdefault(name, f"INT8-unfriendly (reads < {UNFRIENDLY_CHANNELS} channels)")
+    if cfg.mode == "selective":
+        if cfg.dtype == "fp8":
+            for name, rules in fp8_ineligible_layers(model).items():
+                reasons.setdefault(name, f"FP8-ineligible in TensorRT ({rules})")
+        else:
+            for name in unfriendly_layers(model):
+                reasons.setdefault(name, f"INT8-unfriendly (reads < {UNFRIENDLY_CHANNELS} channels)")
         if not cfg.quantize_head:
             for name in head_layers(model):
                 reasons.setdefault(name, "classifier head (--quantize-head quantizes it)")

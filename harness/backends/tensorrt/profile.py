@@ -2,9 +2,9 @@
 
 What users read in TREx's report card: mean ms per layer and its share, totals by layer type and by precision
 ("% of latency in INT8 / FP8 / FP16 / BF16 / FP32"), and how much goes to reformat layers. Caveat, as TensorRT
-documents:
-per-layer timing puts events between layers, so the sum of the layers exceeds the whole engine's latency (more
-so on small networks) and the timed run is kept apart from this one; read the shares, not the absolute ms.
+documents: per-layer timing puts events between layers, so the sum of the layers exceeds the whole engine's
+latency (more so on small networks) and the timed run is kept apart from this one; read the shares, not the
+absolute ms.
 """
 
 from __future__ import annotations
