@@ -1,4 +1,4 @@
-"""Real TensorRT on a GPU (`nox -s gpu`): fp32/fp16/int8 digits-resnet engines against the CPU reference.
+"""Real TensorRT on a GPU (`nox -s gpu`): fp32/fp16/bf16/int8/fp8 digits-resnet engines against the CPU reference.
 
 The CPU reference is ONNX Runtime running the very ONNX the engine was built from, on the same inputs, so the
 comparison isolates TensorRT. Skipped with the reason where there is no CUDA GPU or no tensorrt/pycuda.
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.backends.base import BuildOptions
+from harness.backends.base import BuildOptions, quantized_type
 from harness.backends.cpu import CpuRunner
 from harness.backends.tensorrt import inspector
 from harness.build import build_artifact, load_engine
@@ -22,7 +22,19 @@ pytestmark = pytest.mark.gpu(tensorrt=True)
 
 SPEC = resolve_model("digits-resnet")
 # precision: (min top-1 agreement with the CPU reference %, min SQNR dB, min top-1 on labels %)
-BOUNDS = {"fp32": (99.5, 40.0, 99.0), "fp16": (99.0, 30.0, 99.0), "int8": (97.0, 15.0, 95.0)}
+BOUNDS = {"fp32": (99.5, 40.0, 99.0), "fp16": (99.0, 30.0, 99.0), "int8": (97.0, 15.0, 95.0),
+          "bf16": (99.0, 25.0, 99.0), "fp8": (97.0, 15.0, 95.0), "fp8-fp16": (97.0, 15.0, 95.0)}
+MIN_CAPABILITY = {"bf16": (8, 0), "fp8": (8, 9), "fp8-fp16": (8, 9)}
+
+
+def needs_capability(precision):
+    """Skip, saying why, where the GPU has no kernels for the precision's types."""
+    import torch
+
+    have = torch.cuda.get_device_capability(0)
+    need = MIN_CAPABILITY.get(precision)
+    if need and have < need:
+        pytest.skip(f"{precision} needs compute capability {need[0]}.{need[1]}+; this GPU is {have[0]}.{have[1]}")
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +43,8 @@ def gpu_engines(tmp_path_factory):
 
 
 def build(precision, engines, **options):
-    quant = QuantConfig().to_dict() if precision.startswith("int8") else None
+    kind = quantized_type(precision)
+    quant = QuantConfig(dtype=kind).to_dict() if kind else None
     return build_artifact(SPEC, "tensorrt", BuildOptions(precision=precision, batch_max=64, **options), engines,
                         quant=quant)
 
@@ -40,8 +53,11 @@ def in_batches(runner, x, size=64):
     return np.concatenate([runner.infer(x[i:i + size]) for i in range(0, len(x), size)])
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8", "bf16", "fp8", "fp8-fp16"])
 def test_engine_matches_the_cpu_reference_on_the_same_inputs(precision, gpu_engines):
+    """BF16's CPU reference is the file's emulation (ONNX Runtime has no BF16 kernels); FP8's is the file as
+    written (ReluQuantRewrite off)."""
+    needs_capability(precision)
     meta, _ = build(precision, gpu_engines)
     assert build(precision, gpu_engines)[1], "the same request again must be a cache hit"
     x, labels = resolve_dataset("digits", SPEC).take("val", 400)
@@ -50,7 +66,15 @@ def test_engine_matches_the_cpu_reference_on_the_same_inputs(precision, gpu_engi
         got = in_batches(runner, x)
     finally:
         runner.close()
-    want = in_batches(CpuRunner(Path(meta.onnx_path)), x)
+    if precision == "bf16":
+        import onnx
+
+        from harness.export.onnx_export import run_onnx
+        from harness.export.precision import emulate_bf16
+
+        want = run_onnx(emulate_bf16(onnx.load(meta.onnx_path)).SerializeToString(), x)
+    else:
+        want = in_batches(CpuRunner(Path(meta.onnx_path)), x)
     result = accuracy(got, labels, want)
     agreement, sqnr, top1 = BOUNDS[precision]
     assert result.top1_agreement >= agreement, result
@@ -71,6 +95,24 @@ def test_int8_engine_runs_int8_layers_and_reports_the_shortfall(gpu_engines):
     assert facts["layers_by_input_precision"].get("INT8", 0) > 0, facts
     assert facts["int8_planned"] > 0 and facts["int8_not_running_int8"] < facts["int8_planned"], facts
     assert table["tactic"].str.len().gt(0).all()
+
+
+def test_fp8_engine_runs_the_fp8_plan_in_fp8(gpu_engines):
+    """The FP8 convolutions placement kept (32+ channels) run with FP8 input on Ada/Hopper/Blackwell; any that do
+    not are listed with the layer TensorRT made of them."""
+    needs_capability("fp8")
+    meta, _ = build("fp8", gpu_engines)
+    _, runner = load_engine(meta.artifact)
+    try:
+        info = inspector.parse_engine_information(runner.engine_information())
+    finally:
+        runner.close()
+    planned = inspector.planned(Path(meta.onnx_path))
+    table = inspector.layer_table(info, planned)
+    facts = inspector.summary(table, planned)
+    assert facts["fp8_planned"] > 0 and facts["layers_by_input_precision"].get("FP8", 0) > 0, facts
+    assert facts["fp8_not_running_fp8"] < facts["fp8_planned"], facts["fp8_shortfall"]
+    assert "FP8" in set(table.loc[table["intended"] == "FP8", "input_precision"].str.split("/").str[0])
 
 
 @pytest.mark.parametrize("opts", [{}, {"cuda_graph": True}, {"cuda_graph": False}, {"no_data_transfers": True},

@@ -1,4 +1,5 @@
-"""fp16 / int8 / int8-fp16 ONNX: explicit precision in the file, Q/DQ conventions, refusals, CPU agreement."""
+"""fp16 / bf16 / int8 / int8-fp16 ONNX: explicit precision in the file (AutoCast's cast, what it keeps in FP32), Q/DQ
+conventions, refusals, CPU agreement, BF16 through its emulation."""
 
 import numpy as np
 import onnx
@@ -12,7 +13,7 @@ from harness.build import build_artifact, load_engine
 from harness.data.datasets import resolve_dataset
 from harness.errors import HarnessError
 from harness.export.onnx_export import run_onnx
-from harness.export.precision import to_fp16
+from harness.export.precision import FP16_DATA_MAX, cast, emulate_bf16
 from harness.export.variants import QDQ_OPSET, export_variant
 from harness.models.registry import resolve_model
 from harness.quantize.calibrate import apply_calibration, check_calibrated, collect_stats
@@ -129,4 +130,85 @@ def test_fp16_qdq_needs_opset_19():
                                    [onnx.helper.make_tensor_value_info("y", TensorProto.INT8, [1])],
                                    [numpy_helper.from_array(np.array(0.1, np.float32), "s")])
     with pytest.raises(HarnessError, match="opset >= 19"):
-        to_fp16(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]))
+        cast(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), "fp16")
+
+
+class Loud(nn.Module):
+    """A layer whose outputs reach ~3e4 on digits (FP16 holds them, barely), between two ordinary ones."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(1024, 32), nn.Linear(32, 32), nn.Linear(32, 10)
+        with torch.no_grad():
+            self.b.weight.mul_(2e4)
+
+    def forward(self, x):
+        return self.c(self.b(self.a(x.flatten(1))) / 2e4)
+
+
+def loud() -> nn.Module:
+    torch.manual_seed(0)
+    return Loud()
+
+
+def test_fp16_keeps_the_nodes_that_would_overflow_in_fp32_and_says_so(tmp_path, monkeypatch):
+    """AutoCast's data_max rule on the reference inputs: the MatMul reaching beyond FP16_DATA_MAX stays FP32 (and its
+    neighbours do not), named in the log and in the sidecar."""
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent))
+    spec = resolve_model("test_precision_export:loud", input_shape="1x32x32")
+    notes = []
+    out = export_variant(spec, "fp16", tmp_path / "loud.onnx", log=notes.append)
+    kept = __import__("json").loads(out.with_suffix(".verify.json").read_text())["kept_fp32"]
+    assert len(kept) >= 1 and all("reaches" in why and f"> {FP16_DATA_MAX:g}" in why for why in kept.values())
+    model = onnx.load(out)
+    assert any(t.data_type == TensorProto.FLOAT16 for t in model.graph.initializer)  # the rest is FP16
+    assert any("node(s) kept in FP32" in n and next(iter(kept)) in n for n in notes)
+
+
+def test_autocast_on_a_qdq_graph_gives_what_modelopts_convert_to_f16_gives(exported):
+    """harness casts Q/DQ graphs with convert_to_mixed_precision (it takes a node-level keep-FP32 list), which must
+    give what ModelOpt's own post-quantization cast, convert_to_f16, gives."""
+    from modelopt.onnx.autocast import convert_to_f16
+
+    spec, files, root = exported
+    fp32_qdq = onnx.load(files["int8"])
+    x, _ = resolve_dataset("digits", spec).take("val", 64)
+    ours = run_onnx(cast(fp32_qdq, "fp16", x).model.SerializeToString(), x)
+    theirs = run_onnx(convert_to_f16(fp32_qdq, keep_io_types=True).SerializeToString(), x)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_bf16_file_is_bf16_inside_and_scored_through_its_emulation(exported, tmp_path):
+    spec, files, root = exported
+    path = export_variant(spec, "bf16", tmp_path / "bf16.onnx")
+    model = onnx.load(path)
+    assert TensorProto.BFLOAT16 in {t.data_type for t in model.graph.initializer}
+    assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    x, _ = resolve_dataset("digits", spec).take("val", 64)
+    emulated = run_onnx(emulate_bf16(model).SerializeToString(), x)
+    fp16 = run_onnx(files["fp16"], x)
+    fp32 = run_onnx(export_variant(spec, "fp32", tmp_path / "fp32.onnx"), x)
+    from harness.measure.accuracy import sqnr_db
+
+    assert 30 < sqnr_db(fp32, emulated) < sqnr_db(fp32, fp16)  # BF16 keeps 8 significant bits, FP16 11
+    with pytest.raises(HarnessError, match=r"ONNX Runtime's CPU provider has no BF16 kernel for Conv \(node "
+                                           r"'/conv1/Conv' .*run bf16 on --backend tensorrt"):
+        build_artifact(spec, "cpu", BuildOptions(precision="bf16"), tmp_path, onnx_path=path)
+
+
+def test_bf16_emulation_rounds_each_tensor_as_bf16_does():
+    """Cast to BF16 rounds to nearest even; the emulation rounds a node's BF16 output the same way."""
+    x = np.array([[1.0, 1.00390625, 1.01171875, 3.14159265]], np.float32)
+    nodes = [onnx.helper.make_node("Cast", ["x"], ["xb"], to=TensorProto.BFLOAT16),
+             onnx.helper.make_node("Mul", ["xb", "k"], ["yb"]),
+             onnx.helper.make_node("Cast", ["yb"], ["y"], to=TensorProto.FLOAT)]
+    k = onnx.helper.make_tensor("k", TensorProto.BFLOAT16, [], [3.0])
+    graph = onnx.helper.make_graph(nodes, "g", [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                                   [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [k])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 22)])
+    got = run_onnx(emulate_bf16(model).SerializeToString(), x)
+    import ml_dtypes
+
+    want = (x.astype(ml_dtypes.bfloat16).astype(np.float32) * 3).astype(ml_dtypes.bfloat16).astype(np.float32)
+    np.testing.assert_array_equal(got, want)
+    assert got[0, 1] == 3.0 and got[0, 2] != 3.0 * 1.01171875  # a tie went to even; a product was rounded

@@ -24,7 +24,7 @@ def write(tmp_path, text: str) -> Path:
         ("models: [digits-resnet]\nprecisions: [fp32]\nbatchsizes: [1]\n",
          ["exp.yaml: batchsizes: unknown key", "batch_sizes"]),
         ("models: [digits-resnet]\nprecisions: [fp32, int4]\n",
-         ["precisions[1]: 'int4' is not allowed", "fp32, fp16, int8, int8-fp16"]),
+         ["precisions[1]: 'int4' is not allowed", "fp32, fp16, bf16, int8, int8-fp16, fp8, fp8-fp16"]),
         ("models: [digits-resnet]\nprecisions: [int8]\nquantization: {calibrators: [minmax]}\n",
          ["quantization.calibrators[0]: 'minmax'", "max, percentile, entropy, mse"]),
         ("models: [digits-resnet]\nprecisions: [fp32]\ntiming: {repeat: 3}\n",
@@ -109,12 +109,16 @@ def test_shards_partition_the_matrix_and_keep_shared_work_together():
             parse_shard(bad)
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "resnet50_gpu.yaml"])
+@pytest.mark.parametrize("name", ["quickstart.yaml", "resnet50_gpu.yaml", "modelopt.yaml", "fp8.yaml"])
 def test_bundled_experiments_are_valid(name):
     exp = load_experiment(REPO / "experiments" / name)
     cells = expand(exp)
     check_baseline(exp, cells)
-    assert {"fp32", "fp16", "int8"} <= {c.precision for c in cells}
+    assert {"fp32", "int8", "fp8"} <= {c.precision for c in cells}  # FP8 cells beside INT8 in every one
+    fp8 = [c for c in cells if c.precision == "fp8"]
+    assert all(c.calibrator in ("max", "percentile") for c in fp8 if c.tool == "pq")
+    if name == "quickstart.yaml":
+        assert len(fp8) == 2  # the quickstart stays short: FP8 selective/max at its two batch sizes
 
 
 def test_quantization_flags_reach_the_cells_config(tmp_path):

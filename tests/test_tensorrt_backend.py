@@ -383,6 +383,51 @@ def test_cli_build_bench_eval_on_tensorrt(fake_gpu, run_cli, digits_engine, engi
     assert evaluated.exit_code == 0 and "top1 agreement with fp32 torch" in evaluated.output
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+def test_cli_builds_fp8_and_bf16_engines_strongly_typed(fake_gpu, run_cli, engines_dir, version):
+    """build-engine --precision fp8|bf16 on 10.x and 11.x: the verified FP8 Q/DQ / BF16 ONNX, a strongly typed
+    network, and the inspector shows the convolutions the FP8 plan meant running in FP8 and BF16 layers."""
+    gpu, trt = fake_gpu(version)
+    for precision, runs in (("fp8", "FP8"), ("bf16", "BF16")):
+        built = run_cli("build-engine", "--backend", "tensorrt", "--precision", precision, "--engines-dir",
+                        engines_dir)
+        assert built.exit_code == 0, built.output
+        engine = built.output.strip().split()[-1]
+        plan = trt.Runtime(None).deserialize_cuda_engine(Path(engine).read_bytes())._plan
+        assert plan["strongly_typed"] and runs in {layer["Inputs"][0][1] for layer in plan["layers"]}
+        inspected = run_cli("inspect-engine", engine, "--out", engines_dir / "inspect")
+        assert inspected.exit_code == 0, inspected.output
+        assert re.search(rf"layers with {runs} input +[1-9]", inspected.output)
+        if precision == "fp8":  # layer2.conv2 and layer3's three convolutions, all that FP8 placement quantized
+            assert re.search(r"planned FP8 \(Q/DQ before a weighted node\) +4\n", inspected.output)
+            assert re.search(r"planned FP8 but not running FP8 +0\n", inspected.output)
+
+
+@pytest.mark.parametrize("precision, capability, needs", [("fp8", (8, 0), "8.9"), ("fp8-fp16", (8, 6), "8.9"),
+                                                          ("bf16", (7, 5), "8.0")])
+def test_fp8_and_bf16_on_an_older_gpu_are_one_line(fake_gpu, tmp_path, precision, capability, needs):
+    fake_gpu("10.9.0", name="NVIDIA A100", capability=capability)
+    onnx_path = tiny_onnx(tmp_path / "q.onnx", qdq=precision.startswith("fp8"), fp8=precision.startswith("fp8"))
+    with pytest.raises(HarnessError, match=rf"--precision {precision} needs (FP8|BF16) kernels, which a GPU of compute "
+                                           rf"capability {needs} or newer has; NVIDIA A100 is "
+                                           rf"{capability[0]}.{capability[1]}"):
+        build(tmp_path, onnx_path, BuildOptions(precision=precision))
+
+
+def test_the_double_finds_no_fp8_kernel_on_an_ampere_gpu_as_tensorrt(fake_gpu, tmp_path):
+    """The double is faithful where harness's own check is bypassed: no FP8 kernel below compute capability 8.9."""
+    gpu, trt = fake_gpu("11.0.0", capability=(8, 0))
+    logger = trt.Logger()
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    assert trt.OnnxParser(network, logger).parse_from_file(str(tiny_onnx(tmp_path / "q.onnx", qdq=True, fp8=True)))
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    profile.set_shape("input", (1, 1, 32, 32), (1, 1, 32, 32), (1, 1, 32, 32))
+    config.add_optimization_profile(profile)
+    assert builder.build_serialized_network(network, config) is None
+
+
 TRACE = {"Reformatting CopyNode for Input Tensor 0 to /conv1/Conv": (0.05,), "/conv1/Conv": (0.2,),
          "/conv2/Conv": (0.3, 0.5), "/fc/Gemm": (0.35,)}
 

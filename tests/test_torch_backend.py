@@ -1,4 +1,4 @@
-"""The eager PyTorch baseline backend: built from the model spec, cached like any artifact, fp32/fp16."""
+"""The eager PyTorch baseline backend: built from the model spec, cached like any artifact, fp32/fp16/bf16."""
 
 import json
 from pathlib import Path
@@ -20,10 +20,10 @@ SPEC = resolve_model("digits-resnet")
 
 @pytest.fixture(scope="module")
 def torch_engines(tmp_path_factory, digits_engine):
-    """fp32 and fp16 torch artifacts (on this machine's device), reusing the session's verified fp32 ONNX."""
+    """fp32, fp16 and bf16 torch artifacts (on this machine's device), reusing the session's verified fp32 ONNX."""
     root = tmp_path_factory.mktemp("torch-engines")
     return {p: build_artifact(SPEC, "torch", BuildOptions(precision=p, batch_max=64), root,
-                            onnx_path=Path(digits_engine.onnx_path)) for p in ("fp32", "fp16")}
+                            onnx_path=Path(digits_engine.onnx_path)) for p in ("fp32", "fp16", "bf16")}
 
 
 def test_artifact_records_what_load_rebuilds_and_the_request_is_cached(torch_engines, digits_engine):
@@ -47,6 +47,15 @@ def test_fp32_matches_the_model_and_fp16_stays_close(torch_engines):
     np.testing.assert_allclose(fp32.infer(x), expected, rtol=1e-4, atol=1e-4)
     assert fp16.infer(x).dtype == np.float32
     assert np.abs(fp16.infer(x) - expected).max() < 0.05 * np.abs(expected).max()
+
+
+def test_bf16_baseline_runs_in_bfloat16_where_onnx_runtime_cannot(torch_engines):
+    """The BF16 row beside TensorRT's, on the CPU too: eager PyTorch in bfloat16 (8 significant bits: further
+    from FP32 than FP16, still the same answers)."""
+    _, bf16 = load_engine(torch_engines["bf16"][0].artifact)
+    assert bf16.dtype == torch.bfloat16 and next(bf16.model.parameters()).dtype == torch.bfloat16
+    result = evaluate(bf16, resolve_dataset("digits", SPEC), "val", (1, 64), limit=64)
+    assert result.top1_agreement >= 98.0 and 25 < result.sqnr_db < 60
 
 
 def test_eval_agrees_with_the_fp32_reference(torch_engines):

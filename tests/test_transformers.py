@@ -234,3 +234,28 @@ def test_swin_int8_files_are_kept_within_a_db_of_fake_quant_selective_at_least_n
         assert kept[mode]["passed"] and kept[mode]["degenerate"] is None and kept[mode]["judged_on"] is None
         assert abs(kept[mode]["sqnr_db"] - kept[mode]["fake_quant_sqnr_db"]) <= 1.0
     assert kept["selective"]["sqnr_db"] >= kept["naive"]["sqnr_db"], kept
+
+
+@pytest.mark.parametrize("factory", ["tiny_vit", "tiny_swin"])
+def test_fp8_quantizes_the_linears_and_matmuls_int8_does_and_leaves_layernorm_and_softmax_alone(factory, tmp_path):
+    """ViT and Swin in FP8: the same weighted layers get Q/DQ as in INT8 (every Linear of the blocks; stem and
+    head float), no LayerNormalization or Softmax reads a quantized tensor, and the strict check keeps the file."""
+    from harness.quantize.onnx_graph import Graph
+
+    spec = resolve_model(f"test_transformers:{factory}", input_shape="3x32x32")
+    files = {}
+    for precision, calib in (("int8", "entropy"), ("fp8", "max")):
+        cfg = QuantConfig(**{**FAST, "calib": calib}, dtype=precision)
+        out = export_variant(spec, precision, tmp_path / f"{precision}.onnx", cfg.to_dict(), calib_dir=tmp_path / "c")
+        assert json.loads(out.with_suffix(".verify.json").read_text())["passed"]
+        files[precision] = onnx.load(out)
+    reports = {p: check(m) for p, m in files.items()}
+    assert reports["fp8"].weighted_quantized == reports["int8"].weighted_quantized
+    assert len(reports["fp8"].weighted_quantized) >= 8 and reports["fp8"].hazard_count == 0
+    assert reports["fp8"].matmul_float == reports["int8"].matmul_float  # attention MatMuls float in both
+    g = Graph(files["fp8"])
+    alone = [n for n in g.nodes if n.op_type in ("LayerNormalization", "Softmax")]
+    assert alone and not any(g.quantized(i) for n in alone for i in n.input)
+    zero_types = {g.producer[q.input[2]].attribute[0].t.data_type if q.input[2] not in g.initializers
+                  else g.initializers[q.input[2]].data_type for q in g.nodes if q.op_type == "QuantizeLinear"}
+    assert zero_types == {onnx.TensorProto.FLOAT8E4M3FN}

@@ -13,7 +13,21 @@ import numpy as np
 
 from harness.errors import HarnessError
 
-PRECISIONS = ("fp32", "fp16", "int8", "int8-fp16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-fp16", "fp8", "fp8-fp16")
+QUANTIZED_TYPES = ("int8", "fp8")  # the Q/DQ types a precision's name starts with (FP8 = E4M3)
+
+
+def quantized_type(precision: str) -> str | None:
+    """'int8' for int8 / int8-fp16, 'fp8' for fp8 / fp8-fp16 (what the Q/DQ nodes hold), None for a float one."""
+    head = precision.split("-")[0]
+    return head if head in QUANTIZED_TYPES else None
+
+
+def float_type(precision: str) -> str:
+    """What the parts outside Q/DQ compute in: fp32, fp16 or bf16 (fp16 for int8-fp16 / fp8-fp16)."""
+    if quantized_type(precision) is None:
+        return precision
+    return precision.partition("-")[2] or "fp32"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Eager PyTorch (fp32/fp16, CPU or CUDA): the baseline row beside TensorRT in every comparison.
+"""Eager PyTorch (fp32/fp16/bf16, CPU or CUDA): the baseline row beside TensorRT in every comparison.
 
 The artifact is a small JSON naming the model spec, precision and device; loading rebuilds the module, so
 what is timed is exactly what a PyTorch user would run. Built from the ModelSpec (build_from_spec), not the ONNX.
@@ -32,7 +32,7 @@ class TorchRunner(Runner):
                                "here with build-engine --backend torch")
         self.torch = torch
         self.device = torch.device(device)
-        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
         self.model = load_model(spec).to(self.device, self.dtype)
 
     @property
@@ -76,7 +76,7 @@ class TorchRunner(Runner):
 
 class TorchBackend(Backend):
     name, suffix = "torch", ".torch"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "bf16")
 
     def __init__(self, device: str | None = None):
         self.device_type = device or default_device()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from harness.backends.base import PRECISIONS, BuildOptions, backend_names
+from harness.backends.base import PRECISIONS, BuildOptions, backend_names, quantized_type
 from harness.build import ENGINES_DIR
 from harness.fileio import atomic_write, expect_file
 from harness.models.registry import model_names
@@ -226,7 +226,7 @@ def quant_options(f):
     f = click.option("--percentile", type=Number(0, 100, lo_open=True), default=None,
                      help="For --calib percentile (default 99.99).")(f)
     f = click.option("--calib", type=click.Choice(CALIBRATORS), default=None,
-                     help="Activation calibrator (default entropy).")(f)
+                     help="Activation calibrator (default entropy; FP8: max, and max or percentile only).")(f)
     f = click.option("--dataset", default=None, help="Calibration data: digits (default), imagefolder:PATH, "
                      "synthetic.")(f)
     f = click.option("--mode", type=click.Choice(MODES), default=None,
@@ -255,10 +255,12 @@ def quant_request(precision: str, quant_file: Path | None, **given) -> dict | No
 
     given_keys = [k for k, v in given.items() if v not in (None, ())]
     options = [_option(k) for k in given_keys]
-    if not precision.startswith("int8"):
+    dtype = quantized_type(precision)
+    if dtype is None:
         if quant_file or options:
             raise HarnessError(f"--precision {precision} is a float precision: --quant and "
-                               f"{', '.join(options) or '--mode/--calib'} apply to int8 and int8-fp16 only")
+                               f"{', '.join(options) or '--mode/--calib'} apply to int8, int8-fp16, fp8 and fp8-fp16 "
+                               "only")
         return None
     if quant_file is not None:
         if given.get("tool") == "modelopt":
@@ -273,4 +275,4 @@ def quant_request(precision: str, quant_file: Path | None, **given) -> dict | No
     if given.get("tool") == "modelopt" and pq_only:
         raise HarnessError(f"{', '.join(pq_only)} apply to --quantizer pq only: ModelOpt places Q/DQ itself and "
                            "takes --calib max|entropy, --calib-batches, --calib-batch-size and --dataset")
-    return make_quant_config(**given).to_dict()
+    return make_quant_config(**given, dtype=dtype).to_dict()

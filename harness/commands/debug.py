@@ -264,7 +264,8 @@ def _quant_files(files, model_name, weights, input_shape, precision, quant_file,
         return spec, float_model, quant_model
     quant = quant_request(precision, quant_file, **given)
     if quant is None:
-        raise HarnessError(f"--precision {precision} has no quantized file to debug: use int8 or int8-fp16")
+        raise HarnessError(f"--precision {precision} has no quantized file to debug: use int8, int8-fp16, fp8 or "
+                           "fp8-fp16")
     from harness.commands.pipeline import _spec_for
 
     spec = _spec_for(model_name, weights, input_shape, quant)
@@ -280,7 +281,8 @@ def _dataset_inputs(spec, dataset, split, limit):
 
 
 _FILES = click.argument("files", nargs=-1, metavar="[FLOAT.onnx QUANT.onnx]", type=click.Path(path_type=Path))
-_PRECISION = click.option("--precision", type=click.Choice(["int8", "int8-fp16"]), default="int8", show_default=True)
+_PRECISION = click.option("--precision", type=click.Choice(["int8", "int8-fp16", "fp8", "fp8-fp16"]), default="int8",
+                          show_default=True)
 _QUANT = click.option("--quant", "quant_file", type=click.Path(path_type=Path), default=None,
                       help="Quantization checkpoint from harness quantize.")
 _SPLIT = click.option("--split", type=click.Choice(["val", "calib", "train"]), default="val", show_default=True,

@@ -1,4 +1,4 @@
-"""inspect-engine: per-layer precision and tactic of a TensorRT engine, and why INT8 is not faster."""
+"""inspect-engine: per-layer precision and tactic of a TensorRT engine, and why INT8 or FP8 is not faster."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from harness.backends.base import quantized_type
 from harness.build import load_engine
 from harness.commands.common import DIR_OUT, SECONDS, cuda_binding_option, print_table, write_json
 from harness.errors import HarnessError
@@ -25,7 +26,7 @@ def _from_engine(engine: Path) -> tuple[dict, Path | None, str]:
         info = inspector.parse_engine_information(runner.engine_information(), str(engine))
     finally:
         runner.close()
-    onnx = Path(meta.onnx_path) if meta.precision.startswith("int8") else None
+    onnx = Path(meta.onnx_path) if quantized_type(meta.precision) else None
     return info, onnx, Path(meta.artifact).stem
 
 
@@ -35,13 +36,14 @@ def _from_engine(engine: Path) -> tuple[dict, Path | None, str]:
               help="Inspector JSON saved earlier (trtexec --exportLayerInfo, or this command's output) instead "
                    "of an engine; needs no GPU.")
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), default=None,
-              help="The Q/DQ ONNX the engine was built from, to list planned-INT8 layers that are not INT8 "
-                   "(default: the ONNX named in an int8 engine's sidecar).")
+              help="The Q/DQ ONNX the engine was built from, to list planned INT8/FP8 layers that do not run in "
+                   "it (default: the ONNX named in an int8/fp8 engine's sidecar).")
 @click.option("--out", type=DIR_OUT, default=Path("reports") / "inspect", show_default=True,
               help="Folder for <engine>.layers.csv, <engine>.inspector.json and <engine>.summary.json.")
 @click.option("--all-layers", is_flag=True, help="Print every layer, not only the summary.")
 def inspect_engine(engine, layer_info, onnx_path, out, all_layers):
-    """Per-layer table (type, input/output precision, tactic), reformat layers, and planned-INT8 shortfall."""
+    """Per-layer table (type, intended and actual input/output precision, tactic), reformat layers, and the
+    planned INT8/FP8 layers that do not run in it."""
     import pandas as pd
 
     from harness.backends.tensorrt import inspector  # pandas: imported when the command runs, not at CLI start
@@ -58,10 +60,10 @@ def inspect_engine(engine, layer_info, onnx_path, out, all_layers):
         if sidecar_onnx.is_file():
             onnx_path = sidecar_onnx
         else:
-            click.echo(f"note: {sidecar_onnx} (named in the sidecar) is gone; pass --onnx to check the INT8 plan")
-    planned = inspector.int8_planned(onnx_path) if onnx_path else None
+            click.echo(f"note: {sidecar_onnx} (named in the sidecar) is gone; pass --onnx to check the Q/DQ plan")
+    planned = inspector.planned(onnx_path) if onnx_path else None
 
-    table = inspector.layer_table(info)
+    table = inspector.layer_table(info, planned)
     facts = inspector.summary(table, planned)
     if all_layers:
         with pd.option_context("display.max_rows", None, "display.max_colwidth", 60, "display.width", 200):
@@ -69,15 +71,17 @@ def inspect_engine(engine, layer_info, onnx_path, out, all_layers):
     rows = [("inspector layout", f"TensorRT {inspector.layout(info)}"), ("layers", facts["layers"]),
             *((f"layers with {p} input", n) for p, n in facts["layers_by_input_precision"].items()),
             ("reformat layers", facts["reformat_layers"])]
-    if planned is not None:
-        rows += [("planned INT8 (Q/DQ before a weighted node)", facts["int8_planned"]),
-                 ("planned INT8 but not running INT8", facts["int8_not_running_int8"])]
+    kinds = [t for t in ("int8", "fp8") if f"{t}_planned" in facts]
+    for t in kinds:
+        rows += [(f"planned {t.upper()} (Q/DQ before a weighted node)", facts[f"{t}_planned"]),
+                 (f"planned {t.upper()} but not running {t.upper()}", facts[f"{t}_not_running_{t}"])]
     print_table(rows, f"{name}: engine layers")
-    for finding in facts.get("int8_shortfall", []):
-        click.echo(f"  not INT8: {finding['onnx_node']} -> {finding['layer'] or '(no layer)'}: "
-                   f"{finding['finding']}")
-    if facts.get("int8_shortfall"):
-        click.echo(f"  {inspector.INT8_CAUSES}")
+    for t in kinds:
+        for finding in facts[f"{t}_shortfall"]:
+            click.echo(f"  not {t.upper()}: {finding['onnx_node']} -> {finding['layer'] or '(no layer)'}: "
+                       f"{finding['finding']}")
+        if facts[f"{t}_shortfall"]:
+            click.echo(f"  {inspector.INT8_CAUSES if t == 'int8' else inspector.FP8_CAUSES}")
 
     out = Path(out)
     atomic_write(out / f"{name}.layers.csv", lambda tmp: table.to_csv(tmp, index=False))

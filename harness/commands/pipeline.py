@@ -71,15 +71,17 @@ def _spec_for(model_name, weights, input_shape, quant: dict | None):
 @model_options
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
 @click.option("--quant", "quant_file", type=click.Path(path_type=Path), default=None,
-              help="Quantization checkpoint from harness quantize (int8, int8-fp16).")
+              help="Quantization checkpoint from harness quantize (int8, int8-fp16; fp8, fp8-fp16).")
 @quant_options
 @verify_option
 @click.option("-o", "--output", type=FILE_OUT, required=True, help="Where to write the ONNX.")
 def export(model_name, weights, input_shape, precision, quant_file, verify_level, output, **given):
     """Export a model to ONNX (pinned opset, dynamic batch), checked against PyTorch before it is kept.
 
-    fp16 casts the graph to FP16 at the ONNX level (FP32 inputs/outputs); int8 adds calibrated
-    QuantizeLinear/DequantizeLinear (opset 19); int8-fp16 is both. The check's figures go to FILE.verify.json.
+    fp16 / bf16 cast the graph at the ONNX level (NVIDIA Model Optimizer's AutoCast; FP32 inputs/outputs, nodes
+    that would overflow FP16 kept in FP32); int8 / fp8 add calibrated QuantizeLinear/DequantizeLinear (INT8, or
+    FP8 E4M3 zero points; opset 19); int8-fp16 / fp8-fp16 are both. The check's figures (and the nodes kept in
+    FP32) go to FILE.verify.json.
     """
     from harness.export.variants import export_variant, verify_sidecar
 
@@ -94,7 +96,7 @@ def export(model_name, weights, input_shape, precision, quant_file, verify_level
 @model_options
 @build_options
 @click.option("--quant", "quant_file", type=click.Path(path_type=Path), default=None,
-              help="Quantization checkpoint from harness quantize (int8, int8-fp16).")
+              help="Quantization checkpoint from harness quantize (int8, int8-fp16; fp8, fp8-fp16).")
 @quant_options
 @verify_option
 @cuda_binding_option
@@ -246,12 +248,14 @@ def bench(ctx, engine, batch, shape, warmup, iterations, duration, cv_warn, cuda
 def _cpu_engine_of_checkpoint(path: Path) -> Path:
     from harness.backends.base import BuildOptions
     from harness.build import ENGINES_DIR
+    from harness.quantize.checkpoint import load
 
-    quant = quant_request("int8", path)
+    precision = load(path)["config"].get("dtype", "int8")  # an INT8 or an FP8 checkpoint
+    quant = quant_request(precision, path)
     spec = _spec_for(None, None, None, quant)
     # build-engine's defaults, so that `harness build-engine --quant CKPT` made the artifact this reuses
-    meta, _ = build_artifact(spec, "cpu", BuildOptions(precision="int8"), ENGINES_DIR, quant=quant,
-                           log=lambda m: click.echo(m, err=True))
+    meta, _ = build_artifact(spec, "cpu", BuildOptions(precision=precision), ENGINES_DIR, quant=quant,
+                             log=lambda m: click.echo(m, err=True))
     return Path(meta.artifact)
 
 
@@ -267,7 +271,8 @@ def _cpu_engine_of_checkpoint(path: Path) -> Path:
 def eval_cmd(engine, dataset, split, batch, limit, json_out, cuda_binding):
     """Top-1/top-5 on a dataset, and agreement with the FP32 PyTorch reference (top-1, max error, SQNR).
 
-    ENGINE may also be a checkpoint from harness quantize: its int8 ONNX is built (cached) for the cpu backend.
+    ENGINE may also be a checkpoint from harness quantize: its int8 (or fp8) ONNX is built (cached) for the cpu
+    backend.
     """
     if Path(engine).suffix == ".pt":
         engine = _cpu_engine_of_checkpoint(Path(engine))

@@ -30,6 +30,11 @@ def _log(message: str) -> None:
     click.echo(message, err=True)
 
 
+_TYPE = click.option("--precision", "dtype", type=click.Choice(["int8", "fp8"]), default="int8", show_default=True,
+                     help="What the checkpoint's scales quantize to: INT8, or FP8 E4M3 (calibrators max or "
+                          "percentile; export it with --precision fp8 or fp8-fp16).")
+
+
 def _calibrated(model_name, weights, input_shape, engines_dir, given):
     from harness.quantize.checkpoint import quantized
 
@@ -59,26 +64,30 @@ def _summary(qm) -> list[tuple[str, object]]:
 
 @click.command()
 @model_options
+@_TYPE
 @quant_options
 @_ENGINES
 @click.option("-o", "--output", type=FILE_OUT, default=None,
-              help="Checkpoint to write (default <model>-<mode>-<calib>.quant.pt).")
+              help="Checkpoint to write (default <model>-<mode>-<calib>.quant.pt; FP8: <model>-fp8-<mode>-<calib>).")
 def quantize(model_name, weights, input_shape, engines_dir, output, **given):
     """Calibrate a model and write its quantization checkpoint (config + every quantizer's amax).
 
-    export / build-engine --precision int8 --quant FILE use it; the same request again reuses the cache.
+    export / build-engine --precision int8 (fp8 for --precision fp8) --quant FILE use it; the same request again
+    reuses the cache.
     """
     from harness.quantize.checkpoint import save
 
     qm = _calibrated(model_name, weights, input_shape, engines_dir, given)
-    out = output or Path(f"{qm.spec.name.replace(':', '_')}-{qm.config.mode}-{qm.config.calib}.quant.pt")
+    kind = "" if qm.config.dtype == "int8" else f"{qm.config.dtype}-"
+    out = output or Path(f"{qm.spec.name.replace(':', '_')}-{kind}{qm.config.mode}-{qm.config.calib}.quant.pt")
     save(qm, out)
-    print_table(_summary(qm), f"{qm.spec.name} quantized ({qm.config.mode}, {qm.config.calib})")
+    print_table(_summary(qm), f"{qm.spec.name} quantized ({qm.config.dtype}, {qm.config.mode}, {qm.config.calib})")
     click.echo(f"wrote {out}")
 
 
 @click.command()
 @model_options
+@_TYPE
 @quant_options
 @_ENGINES
 @click.option("--metric", type=click.Choice(["sqnr", "top1"]), default="sqnr", show_default=True,
@@ -106,7 +115,7 @@ def sensitivity(model_name, weights, input_shape, engines_dir, metric, split, li
     unit = "dB" if metric == "sqnr" else "%"
     click.echo(f"{qm.spec.name} {qm.config.mode}/{qm.config.calib} on {data.name}/{split} ({len(x)} samples): "
                f"{metric} fp32 {base['fp32']:.2f} {unit}, all quantized {base['int8']:.2f} {unit}")
-    click.echo(f"  {'layer':40s} {'gain if float':>14s} {'int8 alone':>11s}")
+    click.echo(f"  {'layer':40s} {'gain if float':>14s} {qm.config.dtype + ' alone':>11s}")
     for r in ranked:
         click.echo(f"  {r.layer:40s} {r.gain:14.3f} {r.quant_alone:11.3f}")
     chosen = most_sensitive(ranked, top)
@@ -165,7 +174,9 @@ def qat(quant_file, epochs, lr, batch_size, limit, output, tool):
 @click.option("--strict", is_flag=True, help="Exit 1 if any hazard is found (for CI).")
 @click.option("--json", "json_out", type=FILE_OUT, default=None, help="Findings as JSON.")
 def inspect_cmd(model, strict, json_out):
-    """TensorRT-readiness of a Q/DQ ONNX: quantized inputs, residual shortcuts, shared scales, hazards."""
+    """TensorRT-readiness of an ONNX: quantized inputs, residual shortcuts, shared scales, hazards, and the
+    convolutions/GEMMs TensorRT will not run in FP8 (each with the rule it breaks; a hazard where FP8 Q/DQ feed one).
+    """
     from harness.quantize.inspect_onnx import HAZARDS, inspect_file
 
     report = inspect_file(model)
@@ -178,6 +189,8 @@ def inspect_cmd(model, strict, json_out):
     if report.weighted_float:
         more = " ..." if len(report.weighted_float) > 8 else ""
         click.echo(f"in float: {', '.join(report.weighted_float[:8])}{more}")
+    for layer in report.fp8_ineligible:
+        click.echo(f"not FP8 in TensorRT: {layer}")
     if json_out:
         write_json(json_out, report.to_dict())
     if strict and report.hazard_count:

@@ -2,9 +2,11 @@
 
 ModelOpt reads the harness's own verified fp32 ONNX and the request's calibration batches (the images the
 pytorch-quantization path calibrates on, batch for batch), places Q/DQ by its own rules and calibrates on ONNX
-Runtime's CPU execution provider, so the two tools differ only in placement and calibration. int8 keeps the
-float parts in FP32; int8-fp16 has ModelOpt convert them to FP16 (its I/O stays FP32, as harness's own FP16
-files do). The import is lazy: without the `modelopt` extra only the commands that ask for it fail.
+Runtime's CPU execution provider, so the two tools differ only in placement and calibration. int8 / fp8 keep the
+float parts in FP32; int8-fp16 / fp8-fp16 have ModelOpt convert them to FP16 (its I/O stays FP32, as harness's own
+FP16 files do). ModelOpt's FP8 mode calibrates in INT8 with ONNX Runtime's calibrators (max or entropy), converts the
+scales to FP8 E4M3 and leaves out the convolutions and GEMMs its FP8 rules exclude (harness.quantize.fp8_rules).
+The import is lazy: without the `modelopt` extra only the commands that ask for it fail.
 """
 
 from __future__ import annotations
@@ -18,12 +20,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from harness.backends.base import float_type, quantized_type
 from harness.errors import HarnessError, MissingDependency
 from harness.export.onnx_export import INPUT_NAME
 from harness.models.registry import ModelSpec
 from harness.quantize.config import QuantConfig, calibration_data, calibration_summary
-
-HIGH_PRECISION = {"int8": "fp32", "int8-fp16": "fp16"}  # harness precision -> ModelOpt's high_precision_dtype
 
 
 def require_modelopt():
@@ -60,24 +61,24 @@ def _reader(batches: list[np.ndarray]):
 
 
 def modelopt_qdq(spec: ModelSpec, precision: str, cfg: QuantConfig, engines_dir: Path, log=None) -> onnx.ModelProto:
-    """The Q/DQ ONNX ModelOpt makes from the cached fp32 export, in `precision` (int8 or int8-fp16)."""
+    """The Q/DQ ONNX ModelOpt makes from the cached fp32 export, in `precision` (int8, int8-fp16, fp8, fp8-fp16)."""
     from harness.build import onnx_for
 
     quantize = require_modelopt()
     fp32 = onnx_for(spec, "fp32", engines_dir, None, log)
     batches = [x for x, _ in calibration_data(spec, cfg)]
     if log:
-        log(f"ModelOpt ONNX PTQ of {spec.name}: {cfg.calib} calibration ({calibration_summary(spec, cfg)}), "
-            f"float parts in {HIGH_PRECISION[precision]}")
+        log(f"ModelOpt ONNX PTQ of {spec.name} to {quantized_type(precision).upper()}: {cfg.calib} calibration "
+            f"({calibration_summary(spec, cfg)}), float parts in {float_type(precision)}")
     with tempfile.TemporaryDirectory(prefix="harness-modelopt-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "qdq.onnx"
         shutil.copyfile(fp32, src)  # ModelOpt writes its intermediate files beside its input
         quiet = io.StringIO()  # ONNX Runtime's calibrators print progress; ModelOpt logs an NVML error on CPUs
         try:
             with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
-                quantize(str(src), quantize_mode="int8", calibration_data_reader=_reader(batches),
+                quantize(str(src), quantize_mode=quantized_type(precision), calibration_data_reader=_reader(batches),
                          calibration_method=cfg.calib, calibration_eps=["cpu"],
-                         high_precision_dtype=HIGH_PRECISION[precision], output_path=str(dst), log_level="CRITICAL")
+                         high_precision_dtype=float_type(precision), output_path=str(dst), log_level="CRITICAL")
         except Exception as exc:  # ModelOpt raises assertion, value and ONNX Runtime errors alike
             text = str(exc).strip().splitlines()
             raise HarnessError(f"ModelOpt's ONNX quantization of {spec.name} failed: {type(exc).__name__}: "

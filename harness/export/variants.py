@@ -1,10 +1,12 @@
 """One verified ONNX per precision: the float graph as exported, or a converted/quantized variant.
 
-fp32: the float model. fp16: the same graph cast to FP16 at the ONNX level (FP32 inputs/outputs kept).
-int8: the calibrated fake-quant model exported with QuantizeLinear/DequantizeLinear (zero-points 0,
-per-channel weights on the output-channel axis) at QDQ_OPSET. int8-fp16: that graph with its float parts
-(scales included) in FP16. With the modelopt tool, NVIDIA Model Optimizer quantizes the fp32 ONNX instead
-(harness.export.modelopt_ptq). Every file is checked by onnx.checker and harness.export.verify before it is kept.
+fp32: the float model. fp16 / bf16: the same graph cast at the ONNX level by NVIDIA Model Optimizer's AutoCast
+(harness.export.precision; FP32 inputs/outputs kept, overflowing nodes kept in FP32 and named in the sidecar).
+int8 / fp8: the calibrated fake-quant model exported with QuantizeLinear/DequantizeLinear (zero points 0, INT8 or
+FLOAT8E4M3FN, per-channel weights on the output-channel axis) at QDQ_OPSET. int8-fp16 / fp8-fp16: that graph with
+its float parts (scales included) in FP16. With the modelopt tool, NVIDIA Model Optimizer quantizes the fp32 ONNX
+instead (harness.export.modelopt_ptq). Every file is checked by onnx.checker and harness.export.verify before it is
+kept.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ import numpy as np
 import onnx
 import torch
 
-from harness.backends.base import PRECISIONS
+from harness.backends.base import PRECISIONS, float_type, quantized_type
 from harness.data.datasets import Dataset, SyntheticDataset, resolve_dataset
 from harness.errors import HarnessError
 from harness.export.onnx_export import OPSET, trace_onnx
-from harness.export.precision import FP16_QDQ_OPSET, to_fp16
+from harness.export.precision import FP16_QDQ_OPSET, Cast, cast
 from harness.export.verify import LEVELS, PLACEMENT_SAMPLES, SAMPLES, Verification, check_file
 from harness.fileio import atomic_write
 from harness.measure.accuracy import degenerate_outputs
@@ -29,7 +31,8 @@ from harness.models.registry import ModelSpec, load_model, weights_stamp
 from harness.quantize.config import QuantConfig
 from harness.quantize.onnx_graph import merge_duplicate_qdq
 
-QDQ_OPSET = FP16_QDQ_OPSET  # >= 13 for per-channel axis, >= 19 for FP16 into QuantizeLinear: one opset for both
+# >= 13 for per-channel axis, >= 19 for FP16 into QuantizeLinear and for FP8 (FLOAT8E4M3FN): one opset for all
+QDQ_OPSET = FP16_QDQ_OPSET
 
 
 def engines_dir_for(out: Path) -> Path:
@@ -48,12 +51,25 @@ def calib_dir_for(out: Path) -> Path:
 def check_request(precision: str, quant: dict | None) -> None:
     if precision not in PRECISIONS:
         raise HarnessError(f"--precision {precision} is unknown: use one of {', '.join(PRECISIONS)}")
-    if precision.startswith("int8") and quant is None:
+    dtype = quantized_type(precision)
+    if dtype and quant is None:
         raise HarnessError(f"--precision {precision} needs calibration: pass --quant FILE (from harness quantize) "
                            "or --mode/--calib")
-    if not precision.startswith("int8") and quant is not None:
-        raise HarnessError(f"--precision {precision} is a float precision: --quant/--mode/--calib apply to int8 and "
-                           "int8-fp16 only")
+    if not dtype and quant is not None:
+        raise HarnessError(f"--precision {precision} is a float precision: --quant/--mode/--calib apply to "
+                           "int8, int8-fp16, fp8 and fp8-fp16 only")
+    if dtype and "checkpoint" not in quant and quant.get("dtype", "int8") != dtype:
+        raise HarnessError(f"--precision {precision} needs a {dtype} quantization request, not a "
+                           f"{quant.get('dtype', 'int8')} one")
+
+
+def check_checkpoint_type(precision: str, qm_dtype: str, path: str) -> None:
+    """A checkpoint holds INT8 or FP8 scales: it serves the precisions of its type only."""
+    wanted = quantized_type(precision)
+    if wanted != qm_dtype:
+        fits = "int8 or int8-fp16" if qm_dtype == "int8" else "fp8 or fp8-fp16"
+        raise HarnessError(f"--quant {path} is a {qm_dtype} checkpoint: use --precision {fits}, or write a "
+                           f"{wanted} one with harness quantize --precision {wanted}")
 
 
 def verify_sidecar(onnx_path: Path) -> Path:
@@ -67,8 +83,9 @@ def export_variant(spec: ModelSpec, precision: str, out: Path, quant: dict | Non
     """Export, check (harness.export.verify) and keep the file with its check's figures beside it.
 
     Either tool's Q/DQ file goes through the same readiness check and export check. The check runs `samples`
-    inputs: for int8, validation images of the calibration dataset (what the quantization was calibrated for);
-    for float precisions, seeded synthetic inputs.
+    inputs: for int8/fp8, validation images of the calibration dataset (what the quantization was calibrated for);
+    for float precisions, seeded synthetic inputs. The FP16 cast's data_max rule reads `samples` calib inputs of the
+    same dataset.
     """
     check_request(precision, quant)
     if verify not in LEVELS:
@@ -78,45 +95,55 @@ def export_variant(spec: ModelSpec, precision: str, out: Path, quant: dict | Non
     data: Dataset = SyntheticDataset(spec)
     sample, _ = data.take("val", 2)
     quant_model = None
+    low = float_type(precision)
     if quant is None:  # attention decomposed as the quantized export does, so the two files pair layer by layer
         from harness.quantize.attention import convert_attention
 
-        proto = trace_onnx(convert_attention(copy.deepcopy(float_model)), sample, OPSET)
+        result = Cast(trace_onnx(convert_attention(copy.deepcopy(float_model)), sample, OPSET))
+        if low != "fp32":
+            result = cast(result.model, low, data.take("calib", samples)[0])
     elif quant.get("tool") == "modelopt":
         from harness.export.modelopt_ptq import modelopt_qdq
 
         cfg = QuantConfig.from_dict(quant)
-        proto = _checked_qdq(modelopt_qdq(spec, precision, cfg, engines_dir_for(out), log))  # FP16 parts by ModelOpt
+        # ModelOpt casts the float parts itself (its convert_to_f16)
+        result = Cast(_checked_qdq(modelopt_qdq(spec, precision, cfg, engines_dir_for(out), log)))
         data = resolve_dataset(cfg.dataset, spec)
     else:
         from harness.quantize.calibrate import check_calibrated
         from harness.quantize.checkpoint import quantized
 
         qm = quantized(spec, quant, calib_dir or calib_dir_for(out), log)
+        if "checkpoint" in quant:
+            check_checkpoint_type(precision, qm.config.dtype, quant["checkpoint"])
         quant_model = qm.model.eval()
         check_calibrated(quant_model)
-        proto = qdq_proto(quant_model, sample, precision)
         data = resolve_dataset(qm.config.dataset, spec)
-    if precision.endswith("fp16") and quant is None:
-        proto = to_fp16(proto)
+        result = qdq_file(quant_model, sample, precision, data.take("calib", samples)[0])
+    proto = result.model
+    if log and result.kept_fp32:
+        names = list(result.kept_fp32)
+        log(f"{precision}: {len(names)} node(s) kept in FP32: {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}"
+            f" ({result.kept_fp32[names[0]]}; all in {verify_sidecar(out).name})")
     payload = proto.SerializeToString()
-    result = _verified(spec, precision, proto, float_model, quant_model, data, samples, verify)
+    checked = _verified(spec, precision, proto, float_model, quant_model, data, samples, verify)
     if log:
-        log(f"{precision} ONNX {result.summary()}")
-        if result.degenerate:
-            log(f"warning: {spec.name}'s FP32 outputs are degenerate ({result.degenerate}): accuracy against them "
+        log(f"{precision} ONNX {checked.summary()}")
+        if checked.degenerate:
+            log(f"warning: {spec.name}'s FP32 outputs are degenerate ({checked.degenerate}): accuracy against them "
                 "means nothing; load trained weights with --weights")
-        elif result.judged_on:
+        elif checked.judged_on:
             log(f"warning: {spec.name}'s FP32 outputs carry no signal, so the file was judged on "
-                f"{result.judged_on}; load trained weights with --weights")
-        warning = quality_warning(result)
+                f"{checked.judged_on}; load trained weights with --weights")
+        warning = quality_warning(checked)
         if warning:
             log(warning)
-    if not result.passed:
+    if not checked.passed:
         weaker = "--verify loose or off keeps" if verify == "strict" else "--verify off keeps (unchecked)"
         raise HarnessError(f"the {precision} ONNX of {spec.name} failed the {verify} export check: "
-                           f"{result.failures[0]}; the file was not kept (please report it; {weaker} such a file)")
-    atomic_write(verify_sidecar(out), json.dumps(result.to_dict(), indent=2, default=float))
+                           f"{checked.failures[0]}; the file was not kept (please report it; {weaker} such a file)")
+    sidecar = {**checked.to_dict(), "kept_fp32": result.kept_fp32}
+    atomic_write(verify_sidecar(out), json.dumps(sidecar, indent=2, default=float))
     atomic_write(out, payload)
     return out
 
@@ -130,7 +157,7 @@ USABLE_TOP1_AGREEMENT_PCT = 90.0
 def quality_warning(v: Verification) -> str | None:
     """A passed INT8 check says the file is the quantized model; say so when that model is unusable, and where
     to look next."""
-    if not (v.passed and v.precision.startswith("int8") and v.sqnr_db is not None and not v.degenerate):
+    if not (v.passed and quantized_type(v.precision) is not None and v.sqnr_db is not None and not v.degenerate):
         return None
     agreement = v.top1_agreement_pct  # None when judged on the features before the head: SQNR alone
     if v.sqnr_db >= USABLE_SQNR_DB and (agreement is None or agreement >= USABLE_TOP1_AGREEMENT_PCT):
@@ -143,14 +170,22 @@ def quality_warning(v: Verification) -> str | None:
             "and quantization options), then keep them in float with harness debug qdq")
 
 
-def qdq_proto(quant_model, sample, precision: str) -> onnx.ModelProto:
-    """A calibrated pytorch-quantization model as a Q/DQ graph (its float parts in FP16 for int8-fp16), with no
-    Q/DQ TensorRT would refuse."""
+def qdq_proto(quant_model, sample, precision: str, reference: np.ndarray | None = None) -> onnx.ModelProto:
+    """A calibrated model as a Q/DQ graph (its float parts in FP16 for *-fp16), with no Q/DQ TensorRT would
+    refuse; `reference`: inputs for the cast's data_max rule (harness.export.precision; None: not applied)."""
+    return qdq_file(quant_model, sample, precision, reference).model
+
+
+def qdq_file(quant_model, sample, precision: str, reference: np.ndarray | None = None) -> Cast:
+    """qdq_proto, with the nodes the FP16 cast kept in FP32."""
     from harness.quantize.modules import fb_fake_quant
 
     with fb_fake_quant():
         proto = merge_duplicate_qdq(trace_onnx(quant_model, sample, QDQ_OPSET))
-    return _checked_qdq(to_fp16(proto) if precision.endswith("fp16") else proto)
+    low = float_type(precision)
+    result = Cast(proto) if low == "fp32" else cast(proto, low, reference)
+    _checked_qdq(result.model)
+    return result
 
 
 _FP32: dict[tuple, np.ndarray] = {}

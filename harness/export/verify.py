@@ -11,6 +11,11 @@ quantization is 26 dB from FP32, both files equally right. A wrong graph (a miss
 extra or misplaced Q/DQ, a wrong scale or axis) breaks at least the first. FP32 and FP16 files are compared
 with FP32 PyTorch by SQNR. A Q/DQ file made by another tool (ModelOpt) has no fake-quant twin: its figures
 against FP32 are recorded and only a file further from FP32 than zeros is refused.
+
+FP8 files are judged as INT8 ones are: harness's FP8 fake-quant model (harness.quantize.modules.Fp8Quantizer)
+computes what QuantizeLinear/DequantizeLinear with FP8 E4M3 compute, so it is their twin, and the placement check
+matches each FP8 Q/DQ to its quantizer (scale = amax / 448). BF16 files run through harness.export.precision's
+emulation (FP32 with every BF16 tensor rounded to BF16): ONNX Runtime's CPU provider has no BF16 kernels.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from harness.backends.base import float_type, quantized_type
 from harness.errors import HarnessError
 from harness.measure.accuracy import degenerate_outputs, sqnr_db
 
@@ -35,15 +41,15 @@ SAMPLES = 32  # inputs a check runs: enough that top-1 and SQNR are stable, few 
 @dataclass(frozen=True)
 class Criteria:
     min_sqnr_db: dict  # float precisions: the file against FP32 PyTorch
-    sqnr_gap_db: float  # int8: |SQNR(file) - SQNR(fake-quant)|, both against FP32
-    mcnemar_p: float  # int8: refuse when the file agrees with FP32 less often than fake-quant, at this p-value
-    placement: bool  # int8: each Q/DQ reads the tensor its quantizer reads, with its scale and axis
+    sqnr_gap_db: float  # int8/fp8: |SQNR(file) - SQNR(fake-quant)|, both against FP32
+    mcnemar_p: float  # int8/fp8: refuse when the file agrees with FP32 less often than fake-quant, at this p-value
+    placement: bool  # int8/fp8: each Q/DQ reads the tensor its quantizer reads, with its scale and axis
 
 
 CRITERIA = {
-    "strict": Criteria({"fp32": 60.0, "fp16": 30.0}, sqnr_gap_db=1.0, mcnemar_p=0.01,
+    "strict": Criteria({"fp32": 60.0, "fp16": 30.0, "bf16": 25.0}, sqnr_gap_db=1.0, mcnemar_p=0.01,
                        placement=True),
-    "loose": Criteria({"fp32": 40.0, "fp16": 20.0}, sqnr_gap_db=3.0, mcnemar_p=0.001,
+    "loose": Criteria({"fp32": 40.0, "fp16": 20.0, "bf16": 15.0}, sqnr_gap_db=3.0, mcnemar_p=0.001,
                       placement=False),
 }
 
@@ -211,6 +217,7 @@ def check_file(precision: str, model: onnx.ModelProto, x: np.ndarray, fp32: np.n
     carry no signal (a zero or constant head), the file is judged on these instead, so a degenerate head cannot
     blind the check."""
     from harness.export.onnx_export import run_onnx_outputs
+    from harness.export.precision import emulate_bf16
     from harness.quantize.onnx_graph import with_outputs
 
     if level not in LEVELS:
@@ -221,7 +228,8 @@ def check_file(precision: str, model: onnx.ModelProto, x: np.ndarray, fp32: np.n
     crit = CRITERIA[level]
     degenerate = degenerate_outputs(fp32)
     usable = features is not None and degenerate is not None and degenerate_outputs(_rows(features[1])) is None
-    runs = run_onnx_outputs(with_outputs(model, [features[0]]) if usable else model, x)
+    runnable = emulate_bf16(model) if float_type(precision) == "bf16" else model
+    runs = run_onnx_outputs(with_outputs(runnable, [features[0]]) if usable else runnable, x)
     got = runs[0].astype(np.float32)
     if got.shape != fp32.shape:
         v.failures.append(f"output shape {got.shape} differs from PyTorch's {fp32.shape}")
@@ -238,7 +246,7 @@ def check_file(precision: str, model: onnx.ModelProto, x: np.ndarray, fp32: np.n
             fp32, got = _rows(features[1]), _rows(tensor)
             fq = None if features[2] is None else _rows(features[2])
     v.degenerate = None if usable else degenerate
-    if precision.startswith("int8") and fake_quant is not None and crit.placement:
+    if quantized_type(precision) and fake_quant is not None and crit.placement:
         written = file_quantizers(model, x[:PLACEMENT_SAMPLES])
         v.quantizers_checked = len(written)
         why = compare_placement(written, fake_quant[1], rtol=1e-3 if precision.endswith("fp16") else 1e-5)
@@ -250,7 +258,7 @@ def check_file(precision: str, model: onnx.ModelProto, x: np.ndarray, fp32: np.n
     v.sqnr_db = sqnr_db(fp32, got)
     v.top1_agreement_pct = _agreement(got, fp32) if classes else None
     v.max_abs_error = float(np.abs(got - fp32).max())
-    if not precision.startswith("int8"):
+    if not quantized_type(precision):
         if v.sqnr_db < crit.min_sqnr_db[precision]:
             v.failures.append(f"SQNR against FP32 PyTorch {_db(v.sqnr_db)} is below {crit.min_sqnr_db[precision]} dB")
         return v

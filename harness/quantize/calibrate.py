@@ -26,7 +26,8 @@ from harness.quantize.replace import matches, placement, quant_layers, resolve_s
 # Selective mode's calibrator for residual shortcut quantizers: their error lands on the residual stream itself,
 # so the amax that minimises it (mse) rather than one that clips (entropy: -13 dB on digits-resnet) or one that
 # wastes levels on rare peaks (max: -1.1 to -1.6 dB on convnext_tiny; mse and max within 0.2 dB on digits-resnet).
-SHORTCUT_CALIB = "mse"
+# FP8 spends its levels logarithmically, so rare peaks cost little there: max (mse fits INT8's grid only).
+SHORTCUT_CALIB = {"int8": "mse", "fp8": "max"}
 STATS_FORMAT = 2  # 2: attention made explicit, zero-range records
 
 
@@ -110,8 +111,8 @@ def _set_amax(q: TensorQuantizer, value: torch.Tensor) -> None:
 def apply_calibration(model: nn.Module, stats: dict[str, dict], cfg: QuantConfig) -> dict[str, str]:
     """Set every quantizer's amax from the statistics and the config; returns quantizer -> calibrator used.
 
-    Selective mode calibrates quantizers that feed a residual shortcut with SHORTCUT_CALIB (mse): their error
-    adds straight onto the residual stream. Attention probabilities (softmax output) are calibrated with max in
+    Selective mode calibrates quantizers that feed a residual shortcut with SHORTCUT_CALIB (mse; FP8: max): their
+    error adds straight onto the residual stream. Attention probabilities (softmax output) are calibrated with max in
     every mode: a histogram calibrator clips the few large weights that matter most (entropy there cost 5 dB on a
     reduced Swin and 19 dB on swin_t). --override still decides last. Quantizers with no range (`left_off`) are
     not calibrated.
@@ -134,14 +135,15 @@ def apply_calibration(model: nn.Module, stats: dict[str, dict], cfg: QuantConfig
             continue  # no range to calibrate: left_off() names it, switch_off() leaves it in float
         slots_held = [attr for _, attr in held_by.get(id(q), [])]
         shortcut = cfg.mode == "selective" and any(attr in RESIDUAL_SLOTS for attr in slots_held)
-        method = choice(q, "calib", SHORTCUT_CALIB if shortcut else "max" if SOFTMAX_SLOT in slots_held else cfg.calib)
+        method = choice(q, "calib", SHORTCUT_CALIB[cfg.dtype] if shortcut else "max" if SOFTMAX_SLOT in slots_held
+                        else cfg.calib)
         _set_amax(q, compute_amax(stats[name], method, cfg.percentile))
         used[name] = method
     for layer in quant_layers(model).values():
         if isinstance(layer, QuantMixin):
             q = layer._weight_quantizer
             if choice(q, "weights", "per-channel") == "per-tensor":
-                q = layer._weight_quantizer = weight_quantizer(None)
+                q = layer._weight_quantizer = weight_quantizer(None, type(q))
             q._calibrator.reset()
             q._calibrator.collect(layer.weight.detach())
             amax = q._calibrator.compute_amax()

@@ -34,9 +34,11 @@ from harness.quantize.calibrate import (
     switch_off,
 )
 from harness.quantize.config import QuantConfig, calibration_batches, calibration_data, calibration_summary
+from harness.quantize.modules import to_fp8
 from harness.quantize.replace import (
     UNFRIENDLY_CHANNELS,
     drop_idle,
+    fp8_ineligible_layers,
     head_layers,
     prepare,
     quant_layers,
@@ -80,7 +82,8 @@ def _spec_key(spec: ModelSpec) -> dict:
 
 
 def _prepare(spec: ModelSpec, cfg: QuantConfig, log=None) -> nn.Module:
-    return prepare(load_model(spec), cfg.mode, log, cfg.quantize_attention_matmul)
+    model = prepare(load_model(spec), cfg.mode, log, cfg.quantize_attention_matmul)
+    return to_fp8(model) if cfg.dtype == "fp8" else model
 
 
 def calibrate(spec: ModelSpec, cfg: QuantConfig, cache_dir: Path, log=None) -> QuantModel:
@@ -104,11 +107,15 @@ def calibrate(spec: ModelSpec, cfg: QuantConfig, cache_dir: Path, log=None) -> Q
     reasons = dict.fromkeys(resolve_skip(layers, cfg.skip), "--skip")
     weighted = [name for name, layer in layers.items() if isinstance(layer, QuantMixin)]
     if weighted and all(name in reasons for name in weighted):
-        raise HarnessError(f"--skip {' '.join(cfg.skip)} leaves every weighted layer in float: the int8 artifact "
-                           "would hold no Q/DQ; use --precision fp32 or fp16, or skip fewer layers")
+        raise HarnessError(f"--skip {' '.join(cfg.skip)} leaves every weighted layer in float: the {cfg.dtype} "
+                           "artifact would hold no Q/DQ; use --precision fp32 or fp16, or skip fewer layers")
     if cfg.mode == "selective":
-        for name in unfriendly_layers(model):
-            reasons.setdefault(name, f"INT8-unfriendly (reads < {UNFRIENDLY_CHANNELS} channels)")
+        if cfg.dtype == "fp8":
+            for name, rules in fp8_ineligible_layers(model).items():
+                reasons.setdefault(name, f"FP8-ineligible in TensorRT ({rules})")
+        else:
+            for name in unfriendly_layers(model):
+                reasons.setdefault(name, f"INT8-unfriendly (reads < {UNFRIENDLY_CHANNELS} channels)")
         if not cfg.quantize_head:
             for name in head_layers(model):
                 reasons.setdefault(name, "classifier head (--quantize-head quantizes it)")

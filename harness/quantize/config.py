@@ -10,8 +10,13 @@ TOOLS = ("pq", "modelopt")  # pytorch-quantization (the project's placement), NV
 MODES = ("naive", "hybrid", "selective")
 CALIBRATORS = ("max", "percentile", "entropy", "mse")
 MODELOPT_CALIBRATORS = ("max", "entropy")
+DTYPES = ("int8", "fp8")  # what the Q/DQ nodes hold: INT8, or FP8 E4M3
+# FP8 scales come from calibrators that pick a clipping range by the data alone. entropy and mse choose the range
+# that best fits INT8's 256 evenly spaced levels, a grid FP8 (logarithmically spaced values) does not have.
+FP8_CALIBRATORS = ("max", "percentile")
+DEFAULT_CALIB = {"int8": "entropy", "fp8": "max"}  # max: the usual FP8 choice (ModelOpt's FP8 default)
 # What ModelOpt's ONNX PTQ reads of a request; every other field is pytorch-quantization's own.
-MODELOPT_FIELDS = ("tool", "calib", "calib_batches", "calib_batch_size", "dataset")
+MODELOPT_FIELDS = ("tool", "calib", "calib_batches", "calib_batch_size", "dataset", "dtype")
 GRANULARITIES = ("per-channel", "per-tensor")
 HYBRID_AUTO_SKIP = 2  # layers left in float by hybrid mode when no --skip/--skip-from names any
 
@@ -31,10 +36,13 @@ class QuantConfig:
     `tool` picks the quantizer. ModelOpt places Q/DQ itself, so for it mode is None and the other
     pytorch-quantization fields are reset to their defaults and left out of to_dict(): they can neither change
     its result nor split its caches (the CLI refuses them when given).
+
+    `dtype`: int8, or fp8 (E4M3; set from the precision). `calib` None means the dtype's default (entropy for
+    INT8, max for FP8); FP8 takes the calibrators in offered_calibrators() only.
     """
 
     mode: str | None = "selective"
-    calib: str = "entropy"
+    calib: str | None = None
     percentile: float = 99.99
     calib_batches: int = 8
     calib_batch_size: int = 32
@@ -45,16 +53,25 @@ class QuantConfig:
     quantize_head: bool = False
     quantize_attention_matmul: bool = False
     tool: str = "pq"
+    dtype: str = "int8"
 
     def __post_init__(self):
         if self.tool not in TOOLS:
             raise HarnessError(f"--quantizer {self.tool!r} is unknown: use one of {', '.join(TOOLS)}")
+        if self.dtype not in DTYPES:
+            raise HarnessError(f"quantized type {self.dtype!r} is unknown: use one of {', '.join(DTYPES)}")
+        if self.calib is None:
+            object.__setattr__(self, "calib", DEFAULT_CALIB[self.dtype])
         if self.calib not in CALIBRATORS:
             raise HarnessError(f"--calib {self.calib!r} is unknown: use one of {', '.join(CALIBRATORS)}")
-        if self.tool == "modelopt":
-            if self.calib not in MODELOPT_CALIBRATORS:
+        offered = offered_calibrators(self.tool, self.dtype)
+        if self.calib not in offered:
+            if self.tool == "modelopt":
                 raise HarnessError(f"--calib {self.calib} is not offered by --quantizer modelopt: use one of "
-                                   f"{', '.join(MODELOPT_CALIBRATORS)}")
+                                   f"{', '.join(offered)}")
+            raise HarnessError(f"--calib {self.calib} does not apply to FP8: it fits INT8's 256 evenly spaced levels; "
+                               f"use {' or '.join(offered)} (max is the usual FP8 choice)")
+        if self.tool == "modelopt":
             for f in fields(self):
                 if f.name not in MODELOPT_FIELDS:
                     default = f.default if f.default is not MISSING else f.default_factory()
@@ -68,7 +85,10 @@ class QuantConfig:
         if self.auto_skip is not None and self.auto_skip < 0:
             raise HarnessError(f"--auto-skip {self.auto_skip} must be 0 or more")
         for text in self.overrides:
-            parse_override(text)
+            calib = parse_override(text)[1].get("calib")
+            if calib is not None and calib not in offered:
+                raise HarnessError(f"--override {text!r}: {calib} does not apply to FP8 (it fits INT8's evenly spaced "
+                                   f"levels); use {' or '.join(offered)}")
 
     @property
     def skip_count(self) -> int:
@@ -82,10 +102,12 @@ class QuantConfig:
 
     def to_dict(self) -> dict:
         """The request as cache keys hash it; pq's leaves `tool` out, so keys and checkpoints from before the
-        choice existed still match."""
+        choice existed still match (INT8 leaves `dtype` out for the same reason)."""
         d = asdict(self)
+        if self.dtype == "int8":  # left out, so INT8 keys and checkpoints from before FP8 existed still match
+            del d["dtype"]
         if self.tool == "modelopt":
-            return {k: d[k] for k in MODELOPT_FIELDS}
+            return {k: d[k] for k in MODELOPT_FIELDS if k in d}
         del d["tool"]
         d["skip"] = list(self.skip)
         d["overrides"] = list(self.overrides)
@@ -94,6 +116,14 @@ class QuantConfig:
     @classmethod
     def from_dict(cls, d: dict) -> QuantConfig:
         return cls(**{**d, "skip": tuple(d.get("skip", ())), "overrides": tuple(d.get("overrides", ()))})
+
+
+def offered_calibrators(tool: str, dtype: str) -> tuple[str, ...]:
+    """The activation calibrators a tool offers for a quantized type. ModelOpt's FP8 calibrates in INT8 (max or
+    entropy, ONNX Runtime's calibrators) and converts the scales to FP8, so it takes both."""
+    if tool == "modelopt":
+        return MODELOPT_CALIBRATORS
+    return FP8_CALIBRATORS if dtype == "fp8" else CALIBRATORS
 
 
 def calibration_data(spec, cfg: QuantConfig):

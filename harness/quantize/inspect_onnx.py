@@ -13,6 +13,10 @@ quantized. An Add after a Linear/MatMul (ConvNeXt blocks, transformers) or betwe
 flagged. The branch is read back to its last weighted layer through the ops TensorRT fuses after it or that only
 move values (BatchNorm, activations, bias and layer-scale Add/Mul by a constant, Transpose, Reshape, Flatten,
 Squeeze, Unsqueeze, Identity, Dropout, Cast).
+
+FP8: the convolutions and GEMMs TensorRT will not run in FP8 are listed with the rule each breaks
+(harness.quantize.fp8_rules), in any file, so a user knows before an FP8 build; one that an FP8 Q/DQ feeds anyway
+is a hazard (it runs in FP16/FP32 behind reformats).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from harness.quantize.fp8_rules import fp8_quantized, ineligible
 from harness.quantize.onnx_graph import DEQUANTIZE, QUANTIZE, Graph
 from harness.quantize.residual_split import Split, split_residual
 
@@ -32,12 +37,13 @@ _CONVOLUTIONS = {"Conv", "ConvTranspose"}  # the layers TensorRT fuses a residua
 _FUSED_AFTER_ADD = _SHAPE_ONLY | {"Relu", "Clip", "LeakyRelu", "Concat", "MaxPool"}  # Q moves back across these
 
 HAZARDS = {
-    "unquantized_shortcut": "residual Adds after an INT8 conv with no quantized input",
+    "unquantized_shortcut": "residual Adds after an INT8/FP8 conv with no quantized input",
     "quantized_branch": "quantized conv-branch inputs",  # breaks the Conv+Add fusion
     "concat_scales": "Concat inputs with different scales",
     "pad_qdq_conv": "Q/DQ between Pad and Conv",
     "bad_scale": "missing or zero scales",
     "zero_point": "non-zero zero-points",
+    "fp8_ineligible": "FP8 Q/DQ on layers TensorRT will not run in FP8",
 }
 
 
@@ -51,6 +57,7 @@ class Readiness:
     residual_not_conv: list[str] = field(default_factory=list)
     matmul_quantized: list[str] = field(default_factory=list)
     matmul_float: list[str] = field(default_factory=list)
+    fp8_ineligible: list[str] = field(default_factory=list)  # "node (op): rule; rule" of every such layer
     hazards: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in HAZARDS})
 
     @property
@@ -64,7 +71,8 @@ class Readiness:
                 ("residual Adds without a quantized shortcut", self.residual_float),
                 ("residual Adds after a non-conv branch (no fusion)", self.residual_not_conv),
                 ("attention MatMuls with quantized inputs", self.matmul_quantized),
-                ("attention MatMuls without quantized inputs", self.matmul_float)]
+                ("attention MatMuls without quantized inputs", self.matmul_float),
+                ("convolutions/GEMMs TensorRT will not run in FP8", self.fp8_ineligible)]
         rows = [(label, len(names), "info") for label, names in info]
         rows += [(HAZARDS[k], len(v), "HAZARD" if v else "ok") for k, v in self.hazards.items()]
         return rows
@@ -137,6 +145,11 @@ def _residual(g: Graph, r: Readiness, node, name: str, split: Split) -> None:
 def check(model: onnx.ModelProto, path: str = "") -> Readiness:
     g = Graph(model)
     r = Readiness(path)
+    for layer in ineligible(model):
+        r.fp8_ineligible.append(str(layer))
+        node = next(n for i, n in enumerate(g.nodes) if _name(n, i) == layer.node)
+        if any(fp8_quantized(g, i) for i in node.input[:2] if not g.is_weight(i)):
+            r.hazards["fp8_ineligible"].append(str(layer))
     for index, node in enumerate(g.nodes):
         name = _name(node, index)
         if g.weighted(node):

@@ -3,10 +3,15 @@
 A *slot* is a module attribute holding a TensorQuantizer. One tensor read by several quantized consumers gets
 one TensorQuantizer object in all their slots (one tensor, one scale); skipping a layer swaps only its own
 slots for a disabled quantizer, so a shared quantizer keeps serving the other consumers.
+
+pytorch-quantization has no FP8. Fp8Quantizer is its TensorQuantizer (same calibration, amax, axis and slots)
+quantizing to FP8 E4M3 instead: the arithmetic of ONNX's QuantizeLinear/DequantizeLinear with a FLOAT8E4M3FN zero
+point, into which it exports, so the fake-quant model and its ONNX file compute the same thing.
 """
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import torch
@@ -18,6 +23,7 @@ from pytorch_quantization.tensor_quant import QuantDescriptor
 from torch import nn
 
 NUM_BITS = 8
+E4M3_MAX = 448.0  # the largest finite FP8 E4M3FN value: amax maps onto it, as 127 does for INT8
 WEIGHT_AXIS = {nn.ConvTranspose1d: 1, nn.ConvTranspose2d: 1, nn.ConvTranspose3d: 1}  # else 0 (out channels)
 
 # pytorch-quantization's own default map (quant_modules.initialize), applied per module instead of
@@ -99,9 +105,75 @@ def float_quantizer() -> TensorQuantizer:
     return TensorQuantizer(QuantDescriptor(), disabled=True)
 
 
-def weight_quantizer(axis: int | None) -> TensorQuantizer:
+def weight_quantizer(axis: int | None, cls: type = TensorQuantizer) -> TensorQuantizer:
     """Max-calibrated; axis = output-channel axis for per-channel scales, None for one scale per tensor."""
-    return TensorQuantizer(QuantDescriptor(num_bits=NUM_BITS, axis=axis, calib_method="max"))
+    return cls(QuantDescriptor(num_bits=NUM_BITS, axis=axis, calib_method="max"))
+
+
+class _Fp8FakeQuant(torch.autograd.Function):
+    """DequantizeLinear(QuantizeLinear(x)) with FP8 E4M3 values: x / scale saturated to +-448 and rounded to the
+    nearest E4M3 value (ties to even), times scale; ONNX Runtime computes the same. Exported as those two nodes
+    with a FLOAT8E4M3FN zero point (opset 19). Gradient: straight through where x / scale is in range (QAT)."""
+
+    @staticmethod
+    def forward(ctx, x, scale, axis, channels):
+        shape = [1] * x.dim()
+        if axis is not None:
+            shape[axis] = channels
+        s = scale.to(x.dtype).reshape(shape)
+        y = x / s
+        ctx.save_for_backward(y)
+        return y.clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn).to(x.dtype) * s
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * (y.abs() <= E4M3_MAX).to(grad.dtype), None, None, None
+
+    @staticmethod
+    def symbolic(g, x, scale, axis, channels):
+        zero = g.op("Constant", value_t=torch.zeros(() if axis is None else (channels,), dtype=torch.float8_e4m3fn))
+        attrs = {} if axis is None else {"axis_i": axis}
+        q = g.op("QuantizeLinear", x, scale, zero, **attrs)
+        return g.op("DequantizeLinear", q, scale, zero, **attrs)
+
+
+class Fp8Quantizer(TensorQuantizer):
+    """A TensorQuantizer that quantizes to FP8 E4M3: per-tensor or per-channel (the axis rule of pytorch-
+    quantization's own export), scale = amax / 448, zero point 0."""
+
+    def forward(self, inputs):
+        """TensorQuantizer.forward's switches (disabled, calibrating, quantizing), with FP8 fake quantization."""
+        if self._disabled:
+            return inputs
+        if self._if_calib:
+            self._calibrator.collect(inputs)
+        if not self._if_quant:
+            return inputs
+        amax = self._get_amax(inputs).detach().float()
+        dims = [int(d) for d in amax.shape]  # plain ints: numel() while tracing is a graph value, and breaks export
+        channels = math.prod(dims)
+        if channels == 1:
+            return _Fp8FakeQuant.apply(inputs, amax.reshape(()) / E4M3_MAX, None, 1)
+        return _Fp8FakeQuant.apply(inputs, amax.reshape(channels) / E4M3_MAX, dims.index(channels), channels)
+
+    def extra_repr(self):
+        return "fp8 e4m3 " + super().extra_repr().replace(f"{NUM_BITS}bit ", "")
+
+
+def to_fp8(model: nn.Module) -> nn.Module:
+    """Every quantizer of the model quantizes to FP8 E4M3 from now on (shared ones stay shared: same objects)."""
+    for module in model.modules():
+        if type(module) is TensorQuantizer:
+            module.__class__ = Fp8Quantizer
+    return model
+
+
+def quant_bound(q: TensorQuantizer) -> float:
+    """The largest quantized value amax maps onto: 448 for FP8 E4M3, 127 for signed INT8."""
+    if isinstance(q, Fp8Quantizer):
+        return E4M3_MAX
+    return float((1 << (q._num_bits - 1 + int(q._unsigned))) - 1)
 
 
 def twin(module: nn.Module, cls: type) -> nn.Module:
@@ -205,11 +277,11 @@ def run_recording_quantizers(model: nn.Module, x, placement_samples: int):
     def scale(q, _inputs, _output):
         if id(q) in scales or q._disabled or not q._if_quant or getattr(q, "_amax", None) is None:
             return
-        bound = (1 << (q._num_bits - 1 + int(q._unsigned))) - 1
+        bound = quant_bound(q)
         amax = q._amax.detach().float()
         if amax.numel() == 1:
             scales[id(q)] = ((amax.reshape(()) / bound).numpy(), None)
-        else:  # the axis rule of TensorQuantizer._fb_fake_quant
+        else:  # the axis rule of TensorQuantizer._fb_fake_quant (and Fp8Quantizer)
             flat = amax.squeeze()
             scales[id(q)] = ((flat / bound).numpy(), list(amax.shape).index(flat.shape[0]))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from fnmatch import fnmatch
 
@@ -66,6 +67,27 @@ def unfriendly_layers(model: nn.Module) -> list[str]:
     """Weighted layers reading so few channels that INT8 kernels cannot use them well (TensorRT pads to 4/32)."""
     return [name for name, m in quant_layers(model).items() if isinstance(m, QuantMixin)
             and getattr(m, "in_channels", getattr(m, "in_features", UNFRIENDLY_CHANNELS)) < UNFRIENDLY_CHANNELS]
+
+
+def fp8_ineligible_layers(model: nn.Module) -> dict[str, str]:
+    """Weighted layer -> the FP8 rules it breaks (harness.quantize.fp8_rules), for convolutions and Linears.
+    'First convolution' is the first one registered, which is the stem of torchvision's CNNs and ViT."""
+    from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
+
+    from harness.quantize.fp8_rules import conv_rules, gemm_rules
+
+    convs = [m for m in model.modules() if isinstance(m, _ConvNd)]
+    found = {}
+    for name, m in quant_layers(model).items():
+        if isinstance(m, _ConvNd) and not isinstance(m, _ConvTransposeNd):
+            rules = conv_rules(m.in_channels, m.out_channels, m.groups, math.prod(m.kernel_size), m is convs[0])
+        elif isinstance(m, nn.Linear):
+            rules = gemm_rules(m.in_features, m.out_features)
+        else:
+            continue
+        if rules:
+            found[name] = "; ".join(rules)
+    return found
 
 
 def head_layers(model: nn.Module) -> list[str]:

@@ -13,8 +13,9 @@ from harness.report.headline import label, speedup_interval
 from harness.report.merge import closed_loop
 from harness.report.pareto import GROUP, accuracy_column, pareto_mask, unstable
 
-PRECISION_COLORS = {"fp32": "#1f77b4", "fp16": "#2ca02c", "int8": "#d62728", "int8-fp16": "#ff7f0e"}
-LAYER_COLORS = {"INT8": "#d62728", "FP16": "#2ca02c", "FP32": "#1f77b4"}
+PRECISION_COLORS = {"fp32": "#1f77b4", "fp16": "#2ca02c", "bf16": "#17becf", "int8": "#d62728", "int8-fp16": "#ff7f0e",
+                    "fp8": "#9467bd", "fp8-fp16": "#e377c2"}
+LAYER_COLORS = {"INT8": "#d62728", "FP8": "#9467bd", "FP16": "#2ca02c", "BF16": "#17becf", "FP32": "#1f77b4"}
 SYMBOLS = ["circle", "square", "diamond", "triangle-up", "triangle-down", "cross", "x", "star", "hexagon",
            "pentagon", "triangle-left", "triangle-right", "hourglass", "bowtie"]
 HOVER = ["model", "dataset", "backend", "precision", "tool", "mode", "calibrator", "batch"]

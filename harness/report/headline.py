@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from harness.backends.base import QUANTIZED_TYPES, quantized_type
 from harness.report.merge import closed_loop, peer_values
 from harness.report.pareto import unstable
 
 MAX_TOP1_DROP_PP = 0.5  # the accuracy budget: top-1 within 0.5 points of FP32 ...
 MIN_AGREEMENT_PCT = 99.0  # ... or, without labels, the FP32 answer kept on 99 % of inputs
-QUANTIZED = ("int8", "int8-fp16")
 
 
 def label(r) -> str:
@@ -121,24 +121,35 @@ def _score(cells: pd.DataFrame) -> pd.DataFrame:
         ["_acc", "_sqnr", "latency_p50_ms"], ascending=[False, False, True])
 
 
-def _best_int8(group: pd.DataFrame) -> str | None:
-    quant = group[(group["status"] == "ok") & group["precision"].isin(QUANTIZED)]
-    if quant.empty:
-        return None
-    best = _score(quant).iloc[0]
-    text = f"Best INT8 recipe: {label(best)} ({_accuracy(best)}"
+def _best(group: pd.DataFrame, dtype: str) -> pd.Series | None:
+    """The most accurate finished cell whose Q/DQ hold `dtype` (int8 or fp8), or None."""
+    precisions = group["precision"].map(lambda p: quantized_type(str(p)))
+    quant = group[(group["status"] == "ok") & (precisions == dtype)]
+    return None if quant.empty else _score(quant).iloc[0]
+
+
+def _recipe(group: pd.DataFrame, best: pd.Series, dtype: str) -> str:
+    """'Best INT8 recipe: ...', with what it gains over the naive recipe of the same precision."""
+    quant = group[(group["status"] == "ok") & (group["precision"] == best["precision"])]
+    text = f"Best {dtype.upper()} recipe: {label(best)} ({_accuracy(best)}"
     text += f", SQNR {best['sqnr_db']:.1f} dB)" if pd.notna(best["sqnr_db"]) else ")"
-    naive = quant[(quant["mode"] == "naive") & (quant["precision"] == best["precision"])]
+    naive = quant[quant["mode"] == "naive"]
     if best["mode"] != "naive" and not naive.empty:
         same = naive[naive["calibrator"] == best["calibrator"]]
         peer = _score(same if not same.empty else naive).iloc[0]
-        acc = "top1_pct" if pd.notna(best["top1_pct"]) else "top1_agreement_pct"
-        text += f"; against {label(peer)}: {best[acc] - peer[acc]:+.2f} points"
-        if pd.notna(best["sqnr_db"]) and pd.notna(peer["sqnr_db"]):
-            text += f", {best['sqnr_db'] - peer['sqnr_db']:+.1f} dB SQNR"
-        if not (unstable(pd.DataFrame([best, peer])).any()):
-            text += f", {best['latency_p50_ms'] / peer['latency_p50_ms']:.2f}x its latency"
+        text += "; against " + _versus(best, peer)
     return text + "."
+
+
+def _versus(best: pd.Series, peer: pd.Series) -> str:
+    """'int8 naive/max: +1.90 points, +3.0 dB SQNR, 0.95x its latency' (latency only when both are stable)."""
+    acc = "top1_pct" if pd.notna(best["top1_pct"]) else "top1_agreement_pct"
+    text = f"{label(peer)}: {best[acc] - peer[acc]:+.2f} points"
+    if pd.notna(best["sqnr_db"]) and pd.notna(peer["sqnr_db"]):
+        text += f", {best['sqnr_db'] - peer['sqnr_db']:+.1f} dB SQNR"
+    if not (unstable(pd.DataFrame([best, peer])).any()):
+        text += f", {best['latency_p50_ms'] / peer['latency_p50_ms']:.2f}x its latency"
+    return text
 
 
 def _names(rows: pd.DataFrame) -> str:
@@ -153,9 +164,15 @@ def headline(df: pd.DataFrame) -> list[str]:
     for _, group in timed.groupby(["model", "dataset", "backend", "batch"], sort=True, dropna=False):
         out.append(_fastest(df, group))
     for _, group in timed.groupby(["model", "dataset", "backend"], sort=True, dropna=False):
-        best = _best_int8(group[group["batch"] == group["batch"].min()])
-        if best:
-            out.append(f"{group.iloc[0]['model']} ({group.iloc[0]['backend']}): {best}")
+        first = group[group["batch"] == group["batch"].min()]
+        where = f"{group.iloc[0]['model']} ({group.iloc[0]['backend']})"
+        best = {dtype: _best(first, dtype) for dtype in QUANTIZED_TYPES}
+        for dtype, row in best.items():
+            if row is not None:
+                out.append(f"{where}: {_recipe(first, row, dtype)}")
+        if all(row is not None for row in best.values()):
+            out.append(f"{where}: best FP8 against best INT8, {label(best['fp8'])} against "
+                       f"{_versus(best['fp8'], best['int8'])}.")
     failed, shaky = df[df["status"] != "ok"], df[(df["status"] == "ok") & unstable(df)]
     if not failed.empty:
         out.append(f"{len(failed)} cell(s) failed: {_names(failed)} (see Failed cells).")
@@ -172,9 +189,16 @@ def headline(df: pd.DataFrame) -> list[str]:
                    "scored; agreement and SQNR against FP32 still are.")
     if "deployed_matches_file" in df.columns:
         wrong = df[df["deployed_matches_file"].astype("boolean").eq(False).fillna(False)]
-        if not wrong.empty:
-            isa = wrong["env_cpu_isa"].iloc[0] if "env_cpu_isa" in wrong.columns else "n/a"
+        fp8 = wrong["precision"].map(lambda p: quantized_type(str(p)) == "fp8").astype(bool)
+        fused = wrong[~fp8]
+        if not fused.empty:
+            isa = fused["env_cpu_isa"].iloc[0] if "env_cpu_isa" in fused.columns else "n/a"
             out.append(f"Suspicious: on this CPU ({isa}) ONNX Runtime's fused integer kernels do not compute what "
-                       f"{len(wrong)} file(s) say: {_names(wrong)}; their latency is the fused run's, their accuracy "
-                       "the file's as written (see deployed_sqnr_db against sqnr_db).")
+                       f"{len(fused)} file(s) say: {_names(fused)}; their latency is the fused run's, their "
+                       "accuracy the file's as written (see deployed_sqnr_db against sqnr_db).")
+        if not wrong[fp8].empty:
+            out.append(f"Suspicious: ONNX Runtime's default session does not compute what {len(wrong[fp8])} FP8 "
+                       f"file(s) say: {_names(wrong[fp8])} (its ReluQuantRewrite drops the Relu before an FP8 "
+                       "QuantizeLinear; harness's reference run turns it off); their latency is that session's, their "
+                       "accuracy the file's as written (see deployed_sqnr_db against sqnr_db).")
     return out

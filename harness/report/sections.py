@@ -26,8 +26,9 @@ MORE = ["latency_p90_ms", "latency_p99_ms", "latency_min_ms", "latency_mean_ms",
 PARETO = [*SETTINGS, LATENCY, "speedup_vs_fp32", "speedup_vs_fp16", "top1_pct", "top1_delta_pp",
           "top1_agreement_pct", "sqnr_db"]
 FAILED = [*SETTINGS, "failed_stage", "error"]
-PROFILE = [*SETTINGS, "profile_int8_pct", "profile_fp16_pct", "profile_fp32_pct", "profile_reformat_pct",
-           "profile_layers_sum_ms", "profile_engine_compute_ms", "profile_table"]
+PROFILE = [*SETTINGS, "profile_int8_pct", "profile_fp8_pct", "profile_fp16_pct", "profile_bf16_pct",
+           "profile_fp32_pct", "profile_reformat_pct", "profile_layers_sum_ms", "profile_engine_compute_ms",
+           "profile_table"]
 GPU_STATE = [*SETTINGS, "gpu_sm_clock_min_mhz", "gpu_sm_clock_max_mhz", "gpu_temp_c_after", "gpu_power_w_after",
              "gpu_state_note"]
 ENV = ["env_host", "env_cpu", "env_gpu", "env_driver", "env_cuda", "env_gpu_clocks", "env_tensorrt", "env_torch",

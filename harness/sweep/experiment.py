@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.backends.base import PRECISIONS, backend_names
+from harness.backends.base import PRECISIONS, backend_names, quantized_type
 from harness.cuda import BINDINGS as CUDA_BINDINGS
 from harness.errors import HarnessError
 from harness.export.verify import LEVELS as VERIFY_LEVELS
@@ -18,9 +18,17 @@ from harness.fileio import read_user_text
 from harness.measure.deploy import MODES as SCENARIO_MODES
 from harness.measure.loadgen import CLOSED_LOOP, DEFAULT_BOUND_MS, DEFAULT_SAMPLES_PER_QUERY
 from harness.models.registry import ModelSpec, model_names, resolve_model
-from harness.quantize.config import CALIBRATORS, MODELOPT_CALIBRATORS, MODES, TOOLS
+from harness.quantize.config import (
+    CALIBRATORS,
+    FP8_CALIBRATORS,
+    MODELOPT_CALIBRATORS,
+    MODES,
+    TOOLS,
+    offered_calibrators,
+)
 
-QUANTIZED = ("int8", "int8-fp16")  # precisions whose cells expand over quantization tools, modes and calibrators
+# precisions whose cells expand over quantization tools, modes and calibrators
+QUANTIZED = tuple(p for p in PRECISIONS if quantized_type(p))
 CELL_KEYS = ("model", "dataset", "backend", "precision", "tool", "mode", "calibrator", "batch", "scenario")
 SECTIONS = {
     "quantization": {"tools": ["pq"], "modes": ["selective"], "calibrators": ["entropy"], "percentile": 99.99,
@@ -187,8 +195,18 @@ def _rules(r: _Reader, raw: dict, key: str, allowed: dict) -> list[dict]:
     return rules
 
 
+def _check_fp8(r: _Reader, key: str, settings: dict[str, list]) -> None:
+    """Settings that name FP8 precisions alone, with tool pq, may not name only calibrators FP8 does not take."""
+    fp8_only = settings.get("precision") and all(quantized_type(p) == "fp8" for p in settings["precision"])
+    if fp8_only and settings.get("tool", ["pq"]) == ["pq"] and "calibrator" in settings \
+            and not set(settings["calibrator"]) & set(FP8_CALIBRATORS):
+        raise r.fail(f"{key}.calibrator", f"FP8 calibrates with {' or '.join(FP8_CALIBRATORS)} (entropy and mse fit "
+                     "INT8's evenly spaced levels)")
+
+
 def _check_modelopt(r: _Reader, key: str, settings: dict[str, list]) -> None:
     """Settings that name tool modelopt alone may not name what ModelOpt does not offer."""
+    _check_fp8(r, key, settings)
     if settings.get("tool") != ["modelopt"]:
         return
     if "mode" in settings:
@@ -277,6 +295,10 @@ def load_experiment(path: Path) -> Experiment:
     if "modelopt" in quant["tools"] and not set(quant["calibrators"]) & set(MODELOPT_CALIBRATORS):
         raise r.fail("quantization.tools", f"modelopt calibrates with {' or '.join(MODELOPT_CALIBRATORS)} and "
                      "quantization.calibrators lists neither; add one")
+    fp8 = [p for p in r.values(raw["precisions"], "precisions", PRECISIONS) if quantized_type(p) == "fp8"]
+    if fp8 and not any(set(quant["calibrators"]) & set(offered_calibrators(t, "fp8")) for t in quant["tools"]):
+        raise r.fail("quantization.calibrators", f"precisions lists {', '.join(fp8)}, and FP8 calibrates with "
+                     f"{' or '.join(FP8_CALIBRATORS)} (entropy and mse fit INT8's evenly spaced levels); add one")
     r.number(quant["percentile"], "quantization.percentile", 0, 100)
     r.number(quant["calib_batches"], "quantization.calib_batches", 1, integer=True)
     r.number(quant["calib_batch_size"], "quantization.calib_batch_size", 1, integer=True)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import itertools
 from dataclasses import asdict, dataclass, replace
 
+from harness.backends.base import quantized_type
 from harness.build import sha256_json
 from harness.errors import HarnessError
 from harness.measure.loadgen import CLOSED_LOOP
-from harness.quantize.config import MODELOPT_CALIBRATORS, QuantConfig
+from harness.quantize.config import QuantConfig, offered_calibrators
 from harness.sweep.experiment import LATER_TIMING_KEYS, QUANTIZED, SCENARIO_KEYS, SECTIONS, Experiment
 
 
@@ -43,7 +44,8 @@ def quant_config(exp: Experiment, cell: Cell) -> QuantConfig | None:
     return QuantConfig(tool=cell.tool, mode=cell.mode, calib=cell.calibrator, percentile=float(q["percentile"]),
                        calib_batches=q["calib_batches"], calib_batch_size=q["calib_batch_size"],
                        dataset=cell.dataset, quantize_head=q["quantize_head"],
-                       quantize_attention_matmul=q["quantize_attention_matmul"])
+                       quantize_attention_matmul=q["quantize_attention_matmul"],
+                       dtype=quantized_type(cell.precision))
 
 
 def cell_id(exp: Experiment, cell: Cell) -> str:
@@ -63,7 +65,7 @@ def cell_id(exp: Experiment, cell: Cell) -> str:
 
 def _cells(exp: Experiment, axes: dict[str, list]) -> list[Cell]:
     """The product of the axes; quantized precisions also take every tool with its modes x calibrators (pq: all
-    of them; modelopt: no mode, the calibrators it offers), others none."""
+    of them, for FP8 those that apply to FP8; modelopt: no mode, the calibrators it offers), others none."""
     cells = []
     for model, dataset, backend, precision, batch, scenario in itertools.product(
         axes["model"], axes["dataset"], axes["backend"], axes["precision"], axes["batch"], axes["scenario"]
@@ -73,7 +75,8 @@ def _cells(exp: Experiment, axes: dict[str, list]) -> list[Cell]:
             continue
         for tool in axes["tool"]:
             modes = [None] if tool == "modelopt" else axes["mode"]
-            calibrators = [c for c in axes["calibrator"] if tool != "modelopt" or c in MODELOPT_CALIBRATORS]
+            offered = offered_calibrators(tool, quantized_type(precision))
+            calibrators = [c for c in axes["calibrator"] if c in offered]
             for mode, calibrator in itertools.product(modes, calibrators):
                 cells.append(Cell(model, dataset, backend, precision, tool, mode, calibrator, batch, scenario))
     return cells

@@ -264,18 +264,19 @@ def _profile(ws: Workspace, runner, spec, row: dict) -> dict:
             **prof.summary(table, row.get("gpu_compute_p50_ms"))}
 
 
-def _layers(ws: Workspace, runner, cid: str) -> dict:
-    """Per-layer precisions where the backend can inspect its engine (TensorRT), saved beside the rows."""
+def _layers(ws: Workspace, runner, cid: str, onnx: Path | None = None) -> dict:
+    """Per-layer precisions where the backend can inspect its engine (TensorRT), saved beside the rows; with the
+    cell's Q/DQ ONNX, each layer's intended precision too."""
     info = getattr(runner, "engine_information", None)
     if info is None:
         return {}
-    from harness.backends.tensorrt.inspector import layer_table
+    from harness.backends.tensorrt.inspector import layer_table, planned
 
-    table = layer_table(info())
+    table = layer_table(info(), planned(onnx) if onnx is not None else None)
     rel = Path("layers") / f"{cid}.csv"
     atomic_write(ws.store.root / rel, lambda tmp: table.to_csv(tmp, index=False))
     first = table["input_precision"].str.split("/").str[0]
-    counts = {f"layers_{p.lower()}": int((first == p).sum()) for p in ("INT8", "FP16", "FP32")}
+    counts = {f"layers_{p.lower()}": int((first == p).sum()) for p in ("INT8", "FP8", "FP16", "BF16", "FP32")}
     return {"layer_table": str(rel), "layers_total": len(table), **counts}
 
 
@@ -383,7 +384,7 @@ def run_cell(ws: Workspace, cell: Cell) -> dict:
         row["failed_stage"] = "inspect"
         if onnx is not None and cell.tool is not None:
             row.update(ws.qdq_verdict(onnx))
-        row.update(_layers(ws, runner, row["cell_id"]))
+        row.update(_layers(ws, runner, row["cell_id"], onnx if cell.tool is not None else None))
         row["failed_stage"] = None
     except Exception as exc:  # one broken cell must not end the sweep: it becomes a row
         fault = machine_fault(exc)

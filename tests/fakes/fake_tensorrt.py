@@ -10,7 +10,12 @@ What it keeps faithful, so a test can trust what passes here:
   ParserError(node_name, node_operator, desc); build_serialized_network returns None without a profile for a
   dynamic input; execute_async_v3 fails unless every I/O tensor has an address and the input a shape;
 - the engine inspector's JSON uses the 10.x layout (Bindings, Format/Datatype) or the 11.x one (I/O Tensors,
-  Format + DataType).
+  Format + DataType), with TensorRT's own spellings of FP8 ("Row major linear FP8 format" / "FP8") and BF16
+  ("... BFloat16 format ..." / "BFloat16");
+- a weighted layer reads what its Q/DQ plan says (INT8, or FP8 when the DequantizeLinear before it holds FP8
+  E4M3), other layers the network's float type (FP32, FP16 or BF16, from the ONNX's initializers and Casts); as
+  TensorRT, the builder finds no FP8 kernel on a GPU below compute capability 8.9 and no BF16 one below 8.0
+  (build_serialized_network returns None).
 The "engine" computes logits[n, k] = mean(input[n]) * (k + 1), so a test can check the bytes that came back.
 """
 
@@ -56,7 +61,24 @@ _SPELLING = {
     "FP16": ("Channel major FP16 format where channel % 8 == 0", ("Channel major FP16 format (kHWC8)", "Half")),
     "INT8": ("Thirty-two wide channel vectorized row major Int8 format",
              ("Thirty-two wide channel vectorized row major Int8 format (kCHW32)", "Int8")),
+    "FP8": ("Row major linear FP8 format", ("Row major linear FP8 format (kLINEAR)", "FP8")),
+    "BF16": ("Channel major BFloat16 format where channel % 8 == 0",
+             ("Channel major BFloat16 format where channel % 8 == 0 (kHWC8)", "BFloat16")),
 }
+_TACTICS = {"INT8": "sm90_xmma_fprop_implicit_gemm_i8i8_i8i32_f32", "FP8": "sm90_xmma_fprop_implicit_gemm_e4m3_f32",
+            "FP16": "sm90_xmma_fprop_f16f16", "BF16": "sm90_xmma_fprop_bf16bf16", "FP32": "sm90_xmma_fprop_f32f32"}
+_MIN_CAPABILITY = {"FP8": (8, 9), "BF16": (8, 0)}  # older GPUs have no kernels for the type
+
+
+def _onnx_type(proto, name):
+    """The element type of an initializer or Constant output of the ONNX, else None."""
+    for t in proto.graph.initializer:
+        if t.name == name:
+            return t.data_type
+    for n in proto.graph.node:
+        if n.op_type == "Constant" and name in n.output:
+            return next((a.t.data_type for a in n.attribute if a.name == "value"), None)
+    return None
 
 
 def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
@@ -134,10 +156,10 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
             return self._outputs[index]
 
     class INetworkDefinition:
-        __slots__ = ("flags", "inputs", "outputs", "_nodes", "_has_fp16", "_layers", "_debug", "_onnx")
+        __slots__ = ("flags", "inputs", "outputs", "_nodes", "_float", "_layers", "_debug", "_onnx")
 
         def __init__(self, flags):
-            self.flags, self.inputs, self.outputs, self._nodes, self._has_fp16 = flags, [], [], [], False
+            self.flags, self.inputs, self.outputs, self._nodes, self._float = flags, [], [], [], "FP32"
             self._layers, self._debug, self._onnx = [], [], b""
 
         @property
@@ -243,13 +265,26 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
                     net.inputs.append(ITensor(vi.name, _dims(vi), _FROM_ONNX[vi.type.tensor_type.elem_type]))
             for vi in graph.output:
                 net.outputs.append(ITensor(vi.name, _dims(vi), _FROM_ONNX[vi.type.tensor_type.elem_type]))
-            net._has_fp16 = any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer) or any(
-                a.name == "to" and a.i == onnx.TensorProto.FLOAT16 for n in graph.node for a in n.attribute)
+            for kind, name in ((onnx.TensorProto.BFLOAT16, "BF16"), (onnx.TensorProto.FLOAT16, "FP16")):
+                if any(t.data_type == kind for t in graph.initializer) or any(
+                        a.name == "to" and a.i == kind for n in graph.node for a in n.attribute):
+                    net._float = name
+                    break
             net._onnx = proto.SerializeToString()  # debug tensors are computed from it (ONNX Runtime)
             net._layers = [ILayer(n.name, n.op_type, [ITensor(o, (), DataType.FLOAT) for o in n.output])
                            for n in graph.node if n.op_type not in ("Constant", "QuantizeLinear", "DequantizeLinear")]
-            producer = {out: n.op_type for n in graph.node for out in n.output}
-            net._nodes = [(n.name, n.op_type, producer.get(n.input[0], "") if n.input else "") for n in graph.node]
+            producer = {out: n for n in graph.node for out in n.output}
+
+            def reads(node):
+                """What a node's first input comes from: the producer's op, and FP8 for an FP8 E4M3 DQ."""
+                source = producer.get(node.input[0]) if node.input else None
+                if source is None:
+                    return "", False
+                fp8 = source.op_type == "DequantizeLinear" and any(
+                    _onnx_type(proto, i) == onnx.TensorProto.FLOAT8E4M3FN for i in source.input[2:3])
+                return source.op_type, fp8
+
+            net._nodes = [(n.name, n.op_type, *reads(n)) for n in graph.node]
             return True
 
     class IOptimizationProfile:
@@ -339,13 +374,13 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
         def get_timing_cache(self):
             return self.cache
 
-    def _precision(net, node_name, op, first_input_producer):
+    def _precision(net, node_name, first_input_producer, fp8):
         if first_input_producer == "DequantizeLinear" and node_name not in not_int8:
-            return "INT8"
-        return "FP16" if net._has_fp16 else "FP32"
+            return "FP8" if fp8 else "INT8"
+        return net._float
 
     def _layers(net):
-        weighted = [(name, op, _precision(net, name, op, producer)) for name, op, producer in net._nodes
+        weighted = [(name, op, _precision(net, name, producer, fp8)) for name, op, producer, fp8 in net._nodes
                     if op in ("Conv", "Gemm", "MatMul", "ConvTranspose")]
         layers = []
         if weighted:
@@ -353,10 +388,8 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
                            "LayerType": "Reformat", "Origin": "REFORMAT", "TacticValue": "0x00000000000003ea",
                            "Inputs": [("input", "FP32")], "Outputs": [("reformatted", weighted[0][2])]})
         for name, op, prec in weighted:
-            tactic = {"INT8": "sm90_xmma_fprop_implicit_gemm_i8i8_i8i32_f32", "FP16": "sm90_xmma_fprop_f16f16",
-                      "FP32": "sm90_xmma_fprop_f32f32"}[prec]
             layers.append({"Name": name, "LayerType": "CaskConvolution" if "Conv" in op else "CaskGemm",
-                           "Origin": "CONVOLUTION", "TacticName": tactic, "TacticValue": "0x1",
+                           "Origin": "CONVOLUTION", "TacticName": _TACTICS[prec], "TacticValue": "0x1",
                            "Metadata": f"[ONNX Layer: {name}]\x1e[ONNX Layer: {name}_relu]",
                            "Inputs": [(f"{name}_in", prec)], "Outputs": [(f"{name}_out", prec)]})
         return layers
@@ -389,6 +422,9 @@ def make_tensorrt(version: str, gpu: FakeGpu, not_int8: tuple[str, ...] = (),
             profile = config.profiles[0].shapes if config.profiles else {}
             if any(-1 in t.shape for t in network.inputs) and not profile:
                 return None  # "Network has dynamic or shape inputs, but no optimization profile has been defined"
+            used = {_precision(network, n, p, f) for n, _, p, f in network._nodes} | {network._float}
+            if any(gpu.capability < need for kind, need in _MIN_CAPABILITY.items() if kind in used):
+                return None  # "Could not find any implementation for node ..." (no FP8 / BF16 kernel on this GPU)
             if config.cache is not None:
                 config.cache.entries += 1
             plan = {"version": version,

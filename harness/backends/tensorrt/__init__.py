@@ -38,8 +38,9 @@ class TensorRTBackend(Backend):
             cuda.close()
 
     def build(self, onnx_path: Path, artifact: Path, options: BuildOptions) -> None:
-        from harness.backends.tensorrt.builder import TIMING_CACHE, build_serialized
+        from harness.backends.tensorrt.builder import TIMING_CACHE, build_serialized, check_gpu_supports
 
+        check_gpu_supports(options.precision, self.device)
         # The artifact is written in the engines folder, so the timing cache shared by all builds sits beside it.
         plan = build_serialized(self.trt, onnx_path, options, Path(artifact).parent / TIMING_CACHE)
         Path(artifact).write_bytes(plan)

@@ -1,7 +1,10 @@
 """ONNX -> serialized TensorRT engine, written against the API that TensorRT 10.x and 11.x share.
 
-Precision is what the ONNX says (FP16 casts, Q/DQ nodes): the network is strongly typed and no precision flag
-is set, because 11.x removed those flags and 10.12 deprecated them.
+Precision is what the ONNX says (FP16/BF16 casts, INT8/FP8 Q/DQ nodes): the network is strongly typed and no
+precision flag is set, because 11.x removed those flags and 10.12 deprecated them. Strong typing is also what FP8
+needs on 10.x (TensorRT 10.2 timed no FP8 tactic in a weakly typed network, TensorRT issue #3987). FP8 needs a GPU
+of compute capability 8.9 or newer (Ada, Hopper, Blackwell), BF16 one of 8.0 or newer (Ampere on): checked before
+the build, so an older GPU is one line, not a failed tactic search.
 """
 
 from __future__ import annotations
@@ -13,6 +16,30 @@ from harness.errors import HarnessError
 from harness.fileio import atomic_write
 
 TIMING_CACHE = "tensorrt-timing.cache"
+# The oldest compute capability with tensor-core kernels for the type (FP8: sm_89 Ada; BF16: sm_80 Ampere).
+MIN_CAPABILITY = {"fp8": (8, 9), "bf16": (8, 0)}
+
+
+def check_gpu_supports(precision: str, device) -> None:
+    """Refuse, in one line, a precision whose types the GPU has no kernels for; `device()` gives the GPU's name and
+    compute capability (asked only for FP8 and BF16)."""
+    from harness.backends.base import float_type, quantized_type
+
+    kinds = [k for k in (quantized_type(precision), float_type(precision)) if k in MIN_CAPABILITY]
+    if not kinds:
+        return
+    gpu = device()
+    cc = gpu.get("compute_capability", "")
+    try:
+        have = tuple(int(part) for part in cc.split("."))
+    except ValueError:
+        return  # unknown: TensorRT decides
+    for kind in kinds:
+        need = MIN_CAPABILITY[kind]
+        if have < need:
+            raise HarnessError(f"--precision {precision} needs {kind.upper()} kernels, which a GPU of compute "
+                               f"capability {'.'.join(map(str, need))} or newer has; {gpu.get('gpu', 'this GPU')} "
+                               f"is {cc}: use {'int8' if kind == 'fp8' else 'fp16'} there")
 
 
 def network_flags(trt) -> int:

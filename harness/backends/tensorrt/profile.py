@@ -1,9 +1,10 @@
 """Per-layer profile: TensorRT's IProfiler on a separate run, joined to the engine inspector's layer table.
 
 What users read in TREx's report card: mean ms per layer and its share, totals by layer type and by precision
-("% of latency in INT8 / FP16 / FP32"), and how much goes to reformat layers. Caveat, as TensorRT documents:
-per-layer timing puts events between layers, so the sum of the layers exceeds the whole engine's latency (more
-so on small networks) and the timed run is kept apart from this one; read the shares, not the absolute ms.
+("% of latency in INT8 / FP8 / FP16 / BF16 / FP32"), and how much goes to reformat layers. Caveat, as TensorRT
+documents: per-layer timing puts events between layers, so the sum of the layers exceeds the whole engine's
+latency (more so on small networks) and the timed run is kept apart from this one; read the shares, not the
+absolute ms.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def totals(table: pd.DataFrame, by: str) -> pd.DataFrame:
 def summary(table: pd.DataFrame, engine_compute_ms: float | None) -> dict:
     """The figures a row and the report carry: shares by precision and reformat, and the sum-of-layers caveat."""
     shares = totals(table, "precision").set_index("precision")["share_pct"]
-    out = {f"profile_{p.lower()}_pct": float(shares.get(p, 0.0)) for p in ("INT8", "FP16", "FP32", "Reformat")}
+    out = {f"profile_{p.lower()}_pct": float(shares.get(p, 0.0))
+           for p in ("INT8", "FP8", "FP16", "BF16", "FP32", "Reformat")}
     out.update(profile_layers=len(table), profile_layers_sum_ms=float(table["mean_ms"].sum()),
                profile_engine_compute_ms=engine_compute_ms)
     return out
