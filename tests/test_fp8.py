@@ -194,7 +194,7 @@ def test_headline_compares_the_best_fp8_and_the_best_int8_recipe():
                 "tool": "pq", "mode": mode, "calibrator": calib, "status": "ok", "top1_pct": top1,
                 "top1_agreement_pct": 100.0, "sqnr_db": sqnr, "latency_p50_ms": p50, "latency_p50_ci_lo_ms": p50,
                 "latency_p50_ci_hi_ms": p50, "stable": True, "speedup_vs_fp32": np.nan, "speedup_vs_fp16": np.nan,
-                "reference_degenerate": None, "labels_unusable": None}
+                "reference_degenerate": None, "labels_unusable": None, "scenario": "closed-loop"}
 
     df = pd.DataFrame([row("fp32", None, None, 99.5, 120.0, 2.0) | {"tool": None},
                        row("int8", "selective", "mse", 99.5, 38.5, 1.0), row("int8", "naive", "max", 99.0, 30.0, 0.9),
@@ -236,3 +236,24 @@ def test_selective_fp8_keeps_the_head_float_as_int8_does_and_the_stem_for_its_ru
     assert "2" not in fp8.reasons and isinstance(fp8.model.get_submodule("2")._input_quantizer, Fp8Quantizer)
     head = calibrate(spec, QuantConfig(dtype="fp8", calib_batches=1, quantize_head=True), tmp_path)
     assert "6" not in head.reasons
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("resnet18", {"/conv1/Conv": ["first convolution with 3 input channels", "filter of 49 taps > 32"]}),
+    ("mobilenet_v2", {"/features/features.0/features.0.0/Conv": ["first convolution with 3 input channels"],
+                      "/features/features.1/conv/conv.0/conv.0.0/Conv": ["depthwise"]}),
+])
+def test_inspect_names_the_fp8_ineligible_layers_of_torchvision_models_with_their_rules(name, expected):
+    """What `harness inspect` lists before an FP8 build: each layer TensorRT will not run in FP8, with its rule."""
+    from harness.export.onnx_export import trace_onnx
+    from harness.models.registry import load_model, resolve_model
+    from harness.quantize.inspect_onnx import check
+
+    spec = resolve_model(name, input_shape="3x32x32")
+    proto = trace_onnx(load_model(spec), np.zeros((1, 3, 32, 32), np.float32))
+    listed = {line.split(" (")[0]: line for line in check(proto).fp8_ineligible}
+    for node, rules in expected.items():
+        assert node in listed, sorted(listed)[:5]
+        assert all(rule in listed[node] for rule in rules), listed[node]
+    if name == "mobilenet_v2":
+        assert sum("depthwise" in line for line in listed.values()) == 17  # every depthwise convolution

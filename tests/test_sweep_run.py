@@ -178,7 +178,7 @@ def test_interleaved_timing_alternates_the_cells_of_a_batch_and_still_fails_a_br
     assert sorted(ok["precision"]) == ["fp16", "fp32"] and (ok["repeats"] >= 3).all()
     assert (table[table["status"] == "failed"]["failed_stage"] == "calibrate+export").all()
     # One ONNX Runtime session per artifact: the build check's serves the timing and the evaluation.
-    assert len(sessions) == 2
+    assert len(sessions) == 2, sessions
 
 
 def test_cpu_cells_record_their_threads_and_progress_starts_with_the_first_export(run_cli, tiny_experiment,

@@ -184,10 +184,11 @@ class CpuBackend(Backend):
         return {"cpu": platform.processor() or platform.machine()}
 
     def build(self, onnx_path: Path, artifact: Path, options: BuildOptions) -> None:
-        CpuRunner(Path(onnx_path), self.threads)  # ONNX Runtime must accept it; an error names the user's file
-        shutil.copyfile(onnx_path, artifact)
         qdq = quantized_type(options.precision) is not None
-        runner = CpuRunner(artifact, self.threads, self.spin_wait, qdq)
+        # ONNX Runtime must accept the file (an error names the user's file); that session then serves the artifact
+        runner = CpuRunner(Path(onnx_path), self.threads, self.spin_wait, qdq)
+        shutil.copyfile(onnx_path, artifact)
+        runner.artifact = artifact
         _CHECKED.clear()
         _CHECKED[_identity(artifact, self.threads, self.spin_wait, qdq)] = runner
 
