@@ -82,13 +82,18 @@ def test_engine_matches_the_cpu_reference_on_the_same_inputs(precision, gpu_engi
     assert result.top1 >= top1, result
 
 
-def test_int8_engine_runs_int8_layers_and_reports_the_shortfall(gpu_engines):
-    meta, _ = build("int8", gpu_engines)
+def engine_information(precision: str, gpu_engines):
+    """(the built engine's sidecar, its per-layer information as the inspector parses it)."""
+    meta, _ = build(precision, gpu_engines)
     _, runner = load_engine(meta.artifact)
     try:
-        info = inspector.parse_engine_information(runner.engine_information())
+        return meta, inspector.parse_engine_information(runner.engine_information())
     finally:
         runner.close()
+
+
+def test_int8_engine_runs_int8_layers_and_reports_the_shortfall(gpu_engines):
+    meta, info = engine_information("int8", gpu_engines)
     table = inspector.layer_table(info)
     planned = inspector.int8_planned(Path(meta.onnx_path))
     facts = inspector.summary(table, planned)
@@ -101,12 +106,7 @@ def test_fp8_engine_runs_the_fp8_plan_in_fp8(gpu_engines):
     """The FP8 convolutions placement kept (32+ channels) run with FP8 input on Ada/Hopper/Blackwell; any that do
     not are listed with the layer TensorRT made of them."""
     needs_capability("fp8")
-    meta, _ = build("fp8", gpu_engines)
-    _, runner = load_engine(meta.artifact)
-    try:
-        info = inspector.parse_engine_information(runner.engine_information())
-    finally:
-        runner.close()
+    meta, info = engine_information("fp8", gpu_engines)
     planned = inspector.planned(Path(meta.onnx_path))
     table = inspector.layer_table(info, planned)
     facts = inspector.summary(table, planned)
